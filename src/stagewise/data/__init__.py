@@ -1,0 +1,1 @@
+"""Data: how many samples each source contributes (mixtures), and later the sample store."""

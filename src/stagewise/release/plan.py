@@ -1,0 +1,146 @@
+"""What a stage will train on: its datasets, their weights, and the expected counts.
+
+Weights come from ``stage_weight`` when any enabled dataset sets one; otherwise from
+``meta.stage_config.data_ratio``, whose categories match datasets by name (``highway``
+matches ``highway`` and ``highway_foundation_large``; ``others`` takes what no other
+category matches), a category's share split evenly among its datasets. Counts follow
+:mod:`stagewise.data.mixture`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from stagewise.config import DatasetConfig, DatasetEntry
+from stagewise.data.mixture import Source, allocate
+from stagewise.store import locations
+
+PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+_SEPARATORS = ("_", "-", ".", "/")
+
+
+@dataclass(frozen=True)
+class DatasetPlan:
+    name: str
+    location: str
+    enabled: bool
+    category: str | None
+    samples: int | None
+    duplicate: float
+    cap: int | None
+    weight: float | None
+    share: float | None
+    expected: int | None
+    note: str | None
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    datasets: list[DatasetPlan]
+    weighting: str  # "stage_weight" | "data_ratio" | "none"
+
+    @property
+    def total(self) -> int | None:
+        counts = [d.expected for d in self.datasets if d.enabled]
+        return None if any(c is None for c in counts) else sum(c or 0 for c in counts)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"weighting": self.weighting, "total": self.total,
+                "datasets": [asdict(d) for d in self.datasets]}
+
+
+def category_of(name: str, categories: list[str]) -> str | None:
+    """The data_ratio category a dataset belongs to (the longest matching prefix)."""
+    matches = [c for c in categories if name == c or name.startswith(tuple(c + s for s in _SEPARATORS))]
+    if matches:
+        return max(matches, key=len)
+    return "others" if "others" in categories else None
+
+
+def target_weights(config: DatasetConfig) -> tuple[dict[str, float | None], str, dict[str, str | None]]:
+    """Per enabled dataset: its weight, where the weights came from, and its category."""
+    enabled = config.enabled_datasets
+    ratios = config.stage_config.data_ratio or {}
+    categories = {d.name: category_of(d.name, list(ratios)) for d in enabled}
+    if any(d.stage_weight is not None for d in enabled):
+        return {d.name: (float(d.stage_weight) if d.stage_weight is not None else 0.0) for d in enabled}, "stage_weight", categories
+    if ratios:
+        members: dict[str, int] = {}
+        for category in categories.values():
+            if category is not None:
+                members[category] = members.get(category, 0) + 1
+        weights = {
+            name: (float(ratios[c]) / members[c] if c is not None else 0.0)
+            for name, c in categories.items()
+        }
+        return weights, "data_ratio", categories  # type: ignore[return-value]
+    return {d.name: None for d in enabled}, "none", categories
+
+
+def count_samples(location: str) -> tuple[int | None, str | None]:
+    """Samples in a dataset file (JSON lines, a JSON array, or CSV rows), or why not known."""
+    lowered = location.lower()
+    if not lowered.endswith((".jsonl", ".jsonlines", ".ndjson", ".json", ".csv")):
+        return None, "format not counted here"
+    try:
+        if locations.is_url(location):
+            fs, path = locations.filesystem(location)
+            opener: Callable[[], object] = lambda: fs.open(path, "rb")  # noqa: E731
+        else:
+            if not os.path.isfile(location):
+                return None, "file not found"
+            opener = lambda: open(location, "rb")  # noqa: E731, SIM115
+        with opener() as handle:  # type: ignore[attr-defined]
+            if lowered.endswith(".json"):
+                head = handle.read(1)
+                rest = handle.read()
+                if head == b"[":
+                    return len(json.loads(head + rest)), None
+                return sum(1 for line in (head + rest).splitlines() if line.strip()), None
+            rows = sum(1 for line in handle if line.strip())
+            return (max(rows - 1, 0) if lowered.endswith(".csv") else rows), None
+    except Exception as exc:  # a preview reports what it cannot read rather than failing
+        return None, f"not readable: {type(exc).__name__}"
+
+
+def plan_stage(
+    config: DatasetConfig, resolve_location: Callable[[str], str], *, count_remote: bool = False
+) -> StagePlan:
+    weights, weighting, categories = target_weights(config)
+    cap = config.stage_config.max_clips_per_dataset
+    notes: dict[str, str | None] = {}
+    sizes: dict[str, int | None] = {}
+    for entry in config.enabled_datasets:
+        where = resolve_location(entry.location)
+        if locations.is_url(where) and not count_remote:
+            sizes[entry.name], notes[entry.name] = None, "remote: not counted (--count-remote)"
+        else:
+            sizes[entry.name], notes[entry.name] = count_samples(where)
+    sources = [
+        Source(d.name, sizes[d.name], float(d.duplicate), cap, weights[d.name],
+               PRIORITY_RANK.get(d.sampling_priority or "", 1))
+        for d in config.enabled_datasets
+    ]
+    allocations = {a.name: a for a in allocate(sources)} if sources else {}
+    plans = [_plan(d, resolve_location, categories, allocations, sizes, notes, cap) for d in config.dataset_index]
+    return StagePlan(plans, weighting)
+
+
+def _plan(d: DatasetEntry, resolve_location, categories, allocations, sizes, notes, cap) -> DatasetPlan:  # type: ignore[no-untyped-def]
+    allocation = allocations.get(d.name) if d.enabled else None
+    return DatasetPlan(
+        name=d.name,
+        location=resolve_location(d.location),
+        enabled=d.enabled,
+        category=categories.get(d.name),
+        samples=sizes.get(d.name),
+        duplicate=float(d.duplicate),
+        cap=cap,
+        weight=None if d.stage_weight is None else float(d.stage_weight),
+        share=allocation.share if allocation else None,
+        expected=allocation.count if allocation else (0 if not d.enabled else None),
+        note=notes.get(d.name) if d.enabled else "disabled",
+    )
