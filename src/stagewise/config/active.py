@@ -26,9 +26,7 @@ class NextStage(FormatModel):
     estimated_switch_time: str | None = Field(
         None, description="when, extrapolated from observed epoch durations"
     )
-    conditions: list[str] = Field(
-        default_factory=list, description="what must hold for the switch"
-    )
+    conditions: list[str] = Field(default_factory=list, description="what must hold for the switch")
 
 
 class ActiveStage(FormatModel):

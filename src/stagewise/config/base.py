@@ -111,9 +111,9 @@ def _trim_loc(data: Any, loc: tuple[Any, ...]) -> KeyPath:
     """pydantic adds union member names to locations; keep the part that is in the data."""
     kept: list[str | int] = []
     for part in loc:
-        if isinstance(data, dict) and part in data:
-            data = data[part]
-        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+        if (isinstance(data, dict) and part in data) or (
+            isinstance(data, list) and isinstance(part, int) and part < len(data)
+        ):
             data = data[part]
         elif isinstance(data, dict | list) or not kept:
             kept.append(part)  # the missing key itself, or a key at a non-container

@@ -154,7 +154,9 @@ class _YamlBuilder:
         merged: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag.endswith(":merge"):
-                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                sources = (
+                    value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                )
                 for source in sources:
                     value = self.build(source, path, depth + 1, stack)
                     if not isinstance(value, dict):
@@ -162,7 +164,9 @@ class _YamlBuilder:
                     merged = {**value, **merged}
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
-                raise self.fail("a mapping key must be a plain value, not a list or mapping", key_node)
+                raise self.fail(
+                    "a mapping key must be a plain value, not a list or mapping", key_node
+                )
             key = str(key_node.value)
             if key in result:
                 raise self.fail(

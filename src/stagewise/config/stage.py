@@ -80,9 +80,7 @@ class SwitchStrategy(FormatModel):
 
 
 class StageConfig(FormatModel):
-    stages: dict[str, StageDefinition] = Field(
-        min_length=1, description="the stages, by name"
-    )
+    stages: dict[str, StageDefinition] = Field(min_length=1, description="the stages, by name")
     default_stage: str | None = Field(
         None, description="the stage used when none is active (default: the first stage)"
     )

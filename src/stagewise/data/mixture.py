@@ -70,7 +70,9 @@ def allocate(sources: Sequence[Source]) -> list[Allocation]:
     ]
 
 
-def apportion(total: int, shares: Sequence[float], limits: Sequence[int], priorities: Sequence[int]) -> list[int]:
+def apportion(
+    total: int, shares: Sequence[float], limits: Sequence[int], priorities: Sequence[int]
+) -> list[int]:
     """Hamilton's largest-remainder method, with per-source upper limits."""
     exact = [total * p for p in shares]
     counts = [min(math.floor(x), limit) for x, limit in zip(exact, limits, strict=True)]

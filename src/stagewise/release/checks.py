@@ -17,17 +17,33 @@ from stagewise.errors import ConfigError, Problem
 from stagewise.release import conditions
 from stagewise.release.plan import category_of
 
-def _at(doc: Document, path: KeyPath, message: str, hint: str | None = None, severity: str = "error") -> Problem:
-    return Problem(message, file=doc.source, line=doc.line_of(path), key=format_key(path) or None,
-                   hint=hint, severity=severity)  # type: ignore[arg-type]
+
+def _at(
+    doc: Document, path: KeyPath, message: str, hint: str | None = None, severity: str = "error"
+) -> Problem:
+    return Problem(
+        message,
+        file=doc.source,
+        line=doc.line_of(path),
+        key=format_key(path) or None,
+        hint=hint,
+        severity=severity,
+    )  # type: ignore[arg-type]
 
 
 def unknown_keys(model: FormatModel, doc: Document) -> list[Problem]:
     found = []
     for path, known in model.unknown_keys():
         guess = suggest(str(path[-1]), known)
-        found.append(_at(doc, path, f"unknown key {path[-1]!r} (kept as is)",
-                         f"did you mean {guess!r}?" if guess else None, "warning"))
+        found.append(
+            _at(
+                doc,
+                path,
+                f"unknown key {path[-1]!r} (kept as is)",
+                f"did you mean {guess!r}?" if guess else None,
+                "warning",
+            )
+        )
     return found
 
 
@@ -56,29 +72,54 @@ def stage_references(config: StageConfig, doc: Document) -> list[Problem]:
                 found += _condition_problems(doc, (*path, "condition"), entry.condition, named)
             if entry.epoch and entry.epoch % interval:
                 checked = math.ceil(entry.epoch / interval) * interval
-                found.append(_at(doc, (*path, "epoch"),
-                                 f"epoch {entry.epoch} is not a multiple of check_interval {interval}: "
-                                 f"the switch happens at epoch {checked}",
-                                 "make the epoch a multiple of check_interval", "warning"))
+                found.append(
+                    _at(
+                        doc,
+                        (*path, "epoch"),
+                        f"epoch {entry.epoch} is not a multiple of check_interval {interval}: "
+                        f"the switch happens at epoch {checked}",
+                        "make the epoch a multiple of check_interval",
+                        "warning",
+                    )
+                )
         if definition.variants and sum(v.weight for v in definition.variants.values()) <= 0:
-            found.append(_at(doc, ("stages", stage, "variants"), "every variant has weight 0",
-                             "give at least one variant a weight above 0"))
+            found.append(
+                _at(
+                    doc,
+                    ("stages", stage, "variants"),
+                    "every variant has weight 0",
+                    "give at least one variant a weight above 0",
+                )
+            )
     priorities = Counter(d.priority for d in config.stages.values() if d.priority is not None)
     for stage, definition in config.stages.items():
         if definition.priority is not None and priorities[definition.priority] > 1:
-            found.append(_at(doc, ("stages", stage, "priority"),
-                             f"priority {definition.priority} is shared with another stage; "
-                             "their order falls back to the order in the file", None, "warning"))
+            found.append(
+                _at(
+                    doc,
+                    ("stages", stage, "priority"),
+                    f"priority {definition.priority} is shared with another stage; "
+                    "their order falls back to the order in the file",
+                    None,
+                    "warning",
+                )
+            )
     return found
 
 
 def _unknown(doc: Document, path: KeyPath, value: str, names: list[str]) -> Problem:
     guess = suggest(value, names)
-    return _at(doc, path, f"stage {value!r} is not defined under 'stages'",
-               (f"did you mean {guess!r}? " if guess else "") + f"known stages: {', '.join(names)}")
+    return _at(
+        doc,
+        path,
+        f"stage {value!r} is not defined under 'stages'",
+        (f"did you mean {guess!r}? " if guess else "") + f"known stages: {', '.join(names)}",
+    )
 
 
-def _condition_problems(doc: Document, path: KeyPath, text: str, named: dict[str, conditions.Node]) -> list[Problem]:
+def _condition_problems(
+    doc: Document, path: KeyPath, text: str, named: dict[str, conditions.Node]
+) -> list[Problem]:
     try:
         node = conditions.parse(text)
     except ConfigError as exc:
@@ -87,8 +128,15 @@ def _condition_problems(doc: Document, path: KeyPath, text: str, named: dict[str
     for flag in sorted(conditions.flags(node) - set(named) - conditions.BUILTIN_LABELS):
         guess = suggest(flag, list(named))
         if guess:
-            found.append(_at(doc, path, f"{flag!r} is not a defined condition, so it always holds",
-                             f"did you mean {guess!r}?", "warning"))
+            found.append(
+                _at(
+                    doc,
+                    path,
+                    f"{flag!r} is not a defined condition, so it always holds",
+                    f"did you mean {guess!r}?",
+                    "warning",
+                )
+            )
     return found
 
 
@@ -102,19 +150,44 @@ def dataset_config_problems(
     for i, entry in enumerate(config.dataset_index):
         path = ("dataset_index", i)
         if counts[entry.name] > 1:
-            found.append(_at(doc, (*path, "name"), f"dataset name {entry.name!r} is used more than once",
-                             "give each dataset a unique name"))
+            found.append(
+                _at(
+                    doc,
+                    (*path, "name"),
+                    f"dataset name {entry.name!r} is used more than once",
+                    "give each dataset a unique name",
+                )
+            )
         if entry.enabled and exists(entry.location) is False:
             key = "path" if entry.path else "obs_path"
-            found.append(_at(doc, (*path, key), f"the dataset file does not exist: {entry.location}",
-                             "fix the path (relative paths are relative to the repo), or set enabled: false"))
+            found.append(
+                _at(
+                    doc,
+                    (*path, key),
+                    f"the dataset file does not exist: {entry.location}",
+                    "fix the path (relative paths are relative to the repo), or set enabled: false",
+                )
+            )
         if entry.enabled and entry.duplicate == 0:
-            found.append(_at(doc, (*path, "duplicate"), "duplicate is 0: the dataset contributes nothing",
-                             "set enabled: false to leave it out, or duplicate >= 1", "warning"))
+            found.append(
+                _at(
+                    doc,
+                    (*path, "duplicate"),
+                    "duplicate is 0: the dataset contributes nothing",
+                    "set enabled: false to leave it out, or duplicate >= 1",
+                    "warning",
+                )
+            )
     enabled = config.enabled_datasets
     if not enabled:
-        found.append(_at(doc, ("dataset_index",), "no dataset is enabled: there is nothing to train on",
-                         "enable at least one dataset"))
+        found.append(
+            _at(
+                doc,
+                ("dataset_index",),
+                "no dataset is enabled: there is nothing to train on",
+                "enable at least one dataset",
+            )
+        )
     found += _weight_problems(config, doc)
     return found
 
@@ -126,34 +199,79 @@ def _weight_problems(config: DatasetConfig, doc: Document) -> list[Problem]:
     if weighted:
         total = sum(float(d.stage_weight or 0) for d in weighted)
         if total <= 0:
-            found.append(_at(doc, ("dataset_index",), "every stage_weight is 0", "give a dataset a weight above 0"))
+            found.append(
+                _at(
+                    doc,
+                    ("dataset_index",),
+                    "every stage_weight is 0",
+                    "give a dataset a weight above 0",
+                )
+            )
         elif not math.isclose(total, 1.0, abs_tol=1e-6):
-            found.append(_at(doc, ("dataset_index",), f"stage_weight values sum to {total:g}; they are normalised to 1",
-                             None, "warning"))
+            found.append(
+                _at(
+                    doc,
+                    ("dataset_index",),
+                    f"stage_weight values sum to {total:g}; they are normalised to 1",
+                    None,
+                    "warning",
+                )
+            )
         for i, d in enumerate(config.dataset_index):
             if d.enabled and d.stage_weight is None:
-                found.append(_at(doc, ("dataset_index", i), f"dataset {d.name!r} has no stage_weight while others do: "
-                                 "it gets weight 0", "give it a stage_weight", "warning"))
+                found.append(
+                    _at(
+                        doc,
+                        ("dataset_index", i),
+                        f"dataset {d.name!r} has no stage_weight while others do: it gets weight 0",
+                        "give it a stage_weight",
+                        "warning",
+                    )
+                )
     ratios = config.stage_config.data_ratio
     if ratios is None:
         return found
     path = ("meta", "stage_config", "data_ratio")
     total = sum(float(v) for v in ratios.values())
     if total <= 0:
-        found.append(_at(doc, path, "every data_ratio value is 0", "give a category a share above 0"))
+        found.append(
+            _at(doc, path, "every data_ratio value is 0", "give a category a share above 0")
+        )
         return found
     if not math.isclose(total, 1.0, abs_tol=1e-6):
-        found.append(_at(doc, path, f"data_ratio values sum to {total:g}; they are normalised to 1", None, "warning"))
+        found.append(
+            _at(
+                doc,
+                path,
+                f"data_ratio values sum to {total:g}; they are normalised to 1",
+                None,
+                "warning",
+            )
+        )
     categories = {d.name: category_of(d.name, list(ratios)) for d in enabled}
     for key in ratios:
         if key not in categories.values():
-            found.append(_at(doc, (*path, key), f"data_ratio category {key!r} matches no enabled dataset: "
-                             "its share is not used",
-                             "name datasets '<category>_...' or remove the category", "warning"))
+            found.append(
+                _at(
+                    doc,
+                    (*path, key),
+                    f"data_ratio category {key!r} matches no enabled dataset: "
+                    "its share is not used",
+                    "name datasets '<category>_...' or remove the category",
+                    "warning",
+                )
+            )
     for i, d in enumerate(config.dataset_index):
         if d.enabled and categories.get(d.name) is None and d.stage_weight is None:
-            found.append(_at(doc, ("dataset_index", i, "name"), f"dataset {d.name!r} matches no data_ratio category: "
-                             "it gets weight 0", "add a category for it, or an 'others' category", "warning"))
+            found.append(
+                _at(
+                    doc,
+                    ("dataset_index", i, "name"),
+                    f"dataset {d.name!r} matches no data_ratio category: it gets weight 0",
+                    "add a category for it, or an 'others' category",
+                    "warning",
+                )
+            )
     if weighted:
         by_category: dict[str, float] = {}
         for d in weighted:
@@ -162,14 +280,27 @@ def _weight_problems(config: DatasetConfig, doc: Document) -> list[Problem]:
                 by_category[category] = by_category.get(category, 0.0) + float(d.stage_weight or 0)
         for category, weight in by_category.items():
             share = float(ratios[category]) / total
-            if not math.isclose(weight / sum(float(d.stage_weight or 0) for d in weighted) if weighted else 0,
-                                share, abs_tol=0.01):
-                found.append(_at(doc, (*path, category), f"data_ratio gives {category!r} {share:.0%} but its datasets' "
-                                 "stage_weight gives a different share; stage_weight wins", None, "warning"))
+            if not math.isclose(
+                weight / sum(float(d.stage_weight or 0) for d in weighted) if weighted else 0,
+                share,
+                abs_tol=0.01,
+            ):
+                found.append(
+                    _at(
+                        doc,
+                        (*path, category),
+                        f"data_ratio gives {category!r} {share:.0%} but its datasets' "
+                        "stage_weight gives a different share; stage_weight wins",
+                        None,
+                        "warning",
+                    )
+                )
     return found
 
 
-def active_problems(active: ActiveStage, config: StageConfig | None, doc: Document) -> list[Problem]:
+def active_problems(
+    active: ActiveStage, config: StageConfig | None, doc: Document
+) -> list[Problem]:
     found = unknown_keys(active, doc)
     if config is None:
         return found
@@ -178,11 +309,26 @@ def active_problems(active: ActiveStage, config: StageConfig | None, doc: Docume
         found.append(_unknown(doc, ("current_stage",), active.current_stage, names))
         return found
     variants = config.stages[active.current_stage].variants
-    if active.current_variant is not None and (not variants or active.current_variant not in variants):
-        found.append(_at(doc, ("current_variant",), f"stage {active.current_stage!r} has no variant "
-                         f"{active.current_variant!r}", f"known: {', '.join(variants or {}) or 'none'}"))
+    if active.current_variant is not None and (
+        not variants or active.current_variant not in variants
+    ):
+        found.append(
+            _at(
+                doc,
+                ("current_variant",),
+                f"stage {active.current_stage!r} has no variant {active.current_variant!r}",
+                f"known: {', '.join(variants or {}) or 'none'}",
+            )
+        )
     for i, entry in enumerate(active.history):
         if entry.stage not in config.stages:
-            found.append(_at(doc, ("history", i, "stage"), f"history names stage {entry.stage!r}, which is no "
-                             "longer defined", None, "warning"))
+            found.append(
+                _at(
+                    doc,
+                    ("history", i, "stage"),
+                    f"history names stage {entry.stage!r}, which is no longer defined",
+                    None,
+                    "warning",
+                )
+            )
     return found

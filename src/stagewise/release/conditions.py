@@ -136,8 +136,12 @@ class _Parser:
         node = self.expr()
         token = self.peek()
         if token is not None:
-            raise _syntax_error(self.text, token.column, f"unexpected {token.text!r}",
-                                "join conditions with 'and' or 'or'")
+            raise _syntax_error(
+                self.text,
+                token.column,
+                f"unexpected {token.text!r}",
+                "join conditions with 'and' or 'or'",
+            )
         return node
 
     def expr(self) -> Node:
@@ -177,8 +181,12 @@ class _Parser:
                     return self.comparison(token)
                 if token.kind == "name":
                     return Flag(token.text)
-                raise _syntax_error(self.text, token.column, "a number needs a comparison",
-                                    f"e.g. 'epoch >= {token.text}'")
+                raise _syntax_error(
+                    self.text,
+                    token.column,
+                    "a number needs a comparison",
+                    f"e.g. 'epoch >= {token.text}'",
+                )
             raise _syntax_error(self.text, token.column, f"unexpected {token.text!r}")
         finally:
             self.depth -= 1
@@ -187,11 +195,17 @@ class _Parser:
         op = self.take()
         right = self.take()
         if right.kind not in ("number", "name") or right.text in _KEYWORDS:
-            raise _syntax_error(self.text, right.column, f"expected a number or a name after {op.text!r}")
+            raise _syntax_error(
+                self.text, right.column, f"expected a number or a name after {op.text!r}"
+            )
         following = self.peek()
         if following is not None and following.kind == "op":
-            raise _syntax_error(self.text, following.column, "comparisons cannot be chained",
-                                "write 'a < b and b < c'")
+            raise _syntax_error(
+                self.text,
+                following.column,
+                "comparisons cannot be chained",
+                "write 'a < b and b < c'",
+            )
         return Comparison(_operand(left), op.text, _operand(right))
 
 
@@ -199,7 +213,9 @@ def _operand(token: Token) -> str | float:
     return float(token.text) if token.kind == "number" else token.text
 
 
-def _syntax_error(text: str, column: int, message: str, hint: str | None = None) -> ConditionSyntaxError:
+def _syntax_error(
+    text: str, column: int, message: str, hint: str | None = None
+) -> ConditionSyntaxError:
     return ConditionSyntaxError(
         f"{message} at column {column} of {text!r}", hint=hint or "see docs/concepts/stages.md"
     )
@@ -208,7 +224,9 @@ def _syntax_error(text: str, column: int, message: str, hint: str | None = None)
 # ------------------------------------------------------------------ evaluation
 
 
-def evaluate(node: Node, values: Mapping[str, object], named: Mapping[str, Node] | None = None) -> bool:
+def evaluate(
+    node: Node, values: Mapping[str, object], named: Mapping[str, Node] | None = None
+) -> bool:
     """Evaluate a parsed condition against ``epoch`` and metric values."""
     named = named or {}
     if isinstance(node, Const):
@@ -255,7 +273,9 @@ def compile_named(definitions: Mapping[str, str]) -> dict[str, Node]:
         try:
             parsed[name] = parse(text)
         except ConditionSyntaxError as exc:
-            raise ConditionSyntaxError(exc.headline, location=f"conditions.{name}", hint=exc.hint) from None
+            raise ConditionSyntaxError(
+                exc.headline, location=f"conditions.{name}", hint=exc.hint
+            ) from None
     for start in parsed:
         _check_cycle(start, parsed, [start])
     return parsed
@@ -266,7 +286,7 @@ def _check_cycle(name: str, parsed: Mapping[str, Node], trail: list[str]) -> Non
         if ref not in parsed:
             continue
         if ref in trail:
-            cycle = " -> ".join([*trail[trail.index(ref):], ref])
+            cycle = " -> ".join([*trail[trail.index(ref) :], ref])
             raise ConfigError(
                 f"named conditions refer to each other in a cycle: {cycle}",
                 location=f"conditions.{trail[0]}",

@@ -57,7 +57,9 @@ class Decision:
 
 
 class StageController:
-    def __init__(self, release: Release, *, run_id: str | None = None, variant: str | None = None) -> None:
+    def __init__(
+        self, release: Release, *, run_id: str | None = None, variant: str | None = None
+    ) -> None:
         self.release = release
         self.config = release.require_stage_config()
         self.run_id = run_id or uuid.uuid4().hex
@@ -76,8 +78,17 @@ class StageController:
         if active is not None:
             return active.current_stage
         stage = self.config.initial_stage
-        switch(self.release, stage, reason="training_start", by="system", trigger="auto",
-               variant=self.variant, run_id=self.run_id, condition="start", metadata={"epoch": 0})
+        switch(
+            self.release,
+            stage,
+            reason="training_start",
+            by="system",
+            trigger="auto",
+            variant=self.variant,
+            run_id=self.run_id,
+            condition="start",
+            metadata={"epoch": 0},
+        )
         return stage
 
     def observe(self, epoch: int, metrics: Mapping[str, Any] | None = None) -> Decision:
@@ -92,8 +103,14 @@ class StageController:
             if target is not None:
                 stage, why = target
                 result = switch(
-                    self.release, stage, reason=f"auto: {why}", by="system", trigger="auto",
-                    variant=self.variant, run_id=self.run_id, condition=why,
+                    self.release,
+                    stage,
+                    reason=f"auto: {why}",
+                    by="system",
+                    trigger="auto",
+                    variant=self.variant,
+                    run_id=self.run_id,
+                    condition=why,
                     metadata={"epoch": epoch, **metrics},
                     next_stage=self._prediction(stage, epoch),
                 )
@@ -119,13 +136,21 @@ class StageController:
         """The mean wall time of the observed epochs, once two have been observed."""
         if len(self._epoch_marks) < 2:
             return None
-        (first_epoch, first_time), (last_epoch, last_time) = self._epoch_marks[0], self._epoch_marks[-1]
+        (first_epoch, first_time), (last_epoch, last_time) = (
+            self._epoch_marks[0],
+            self._epoch_marks[-1],
+        )
         epochs = last_epoch - first_epoch
         return (last_time - first_time) / epochs if epochs > 0 else None
 
     def _prediction(self, stage: str, epoch: int):  # type: ignore[no-untyped-def]
-        return predict_next(self.config, stage, epoch=epoch, seconds_per_epoch=self.seconds_per_epoch(),
-                            now=datetime.now())
+        return predict_next(
+            self.config,
+            stage,
+            epoch=epoch,
+            seconds_per_epoch=self.seconds_per_epoch(),
+            now=datetime.now(),
+        )
 
     def _refresh_prediction(self, current: str, epoch: int) -> None:
         root = self.release.require_writable()

@@ -48,25 +48,39 @@ class StagePlan:
         return None if any(c is None for c in counts) else sum(c or 0 for c in counts)
 
     def to_dict(self) -> dict[str, object]:
-        return {"weighting": self.weighting, "total": self.total,
-                "datasets": [asdict(d) for d in self.datasets]}
+        return {
+            "weighting": self.weighting,
+            "total": self.total,
+            "datasets": [asdict(d) for d in self.datasets],
+        }
 
 
 def category_of(name: str, categories: list[str]) -> str | None:
     """The data_ratio category a dataset belongs to (the longest matching prefix)."""
-    matches = [c for c in categories if name == c or name.startswith(tuple(c + s for s in _SEPARATORS))]
+    matches = [
+        c for c in categories if name == c or name.startswith(tuple(c + s for s in _SEPARATORS))
+    ]
     if matches:
         return max(matches, key=len)
     return "others" if "others" in categories else None
 
 
-def target_weights(config: DatasetConfig) -> tuple[dict[str, float | None], str, dict[str, str | None]]:
+def target_weights(
+    config: DatasetConfig,
+) -> tuple[dict[str, float | None], str, dict[str, str | None]]:
     """Per enabled dataset: its weight, where the weights came from, and its category."""
     enabled = config.enabled_datasets
     ratios = config.stage_config.data_ratio or {}
     categories = {d.name: category_of(d.name, list(ratios)) for d in enabled}
     if any(d.stage_weight is not None for d in enabled):
-        return {d.name: (float(d.stage_weight) if d.stage_weight is not None else 0.0) for d in enabled}, "stage_weight", categories
+        return (
+            {
+                d.name: (float(d.stage_weight) if d.stage_weight is not None else 0.0)
+                for d in enabled
+            },
+            "stage_weight",
+            categories,
+        )
     if ratios:
         members: dict[str, int] = {}
         for category in categories.values():
@@ -120,16 +134,27 @@ def plan_stage(
         else:
             sizes[entry.name], notes[entry.name] = count_samples(where)
     sources = [
-        Source(d.name, sizes[d.name], float(d.duplicate), cap, weights[d.name],
-               PRIORITY_RANK.get(d.sampling_priority or "", 1))
+        Source(
+            d.name,
+            sizes[d.name],
+            float(d.duplicate),
+            cap,
+            weights[d.name],
+            PRIORITY_RANK.get(d.sampling_priority or "", 1),
+        )
         for d in config.enabled_datasets
     ]
     allocations = {a.name: a for a in allocate(sources)} if sources else {}
-    plans = [_plan(d, resolve_location, categories, allocations, sizes, notes, cap) for d in config.dataset_index]
+    plans = [
+        _plan(d, resolve_location, categories, allocations, sizes, notes, cap)
+        for d in config.dataset_index
+    ]
     return StagePlan(plans, weighting)
 
 
-def _plan(d: DatasetEntry, resolve_location, categories, allocations, sizes, notes, cap) -> DatasetPlan:  # type: ignore[no-untyped-def]
+def _plan(
+    d: DatasetEntry, resolve_location, categories, allocations, sizes, notes, cap
+) -> DatasetPlan:  # type: ignore[no-untyped-def]
     allocation = allocations.get(d.name) if d.enabled else None
     return DatasetPlan(
         name=d.name,

@@ -80,7 +80,9 @@ def open_release(
     tag or commit without a checkout.
     """
     env = os.environ if env is None else env
-    target = os.fspath(path_or_url) if path_or_url is not None else env.get("STAGE_CONFIG_PATH", ".")
+    target = (
+        os.fspath(path_or_url) if path_or_url is not None else env.get("STAGE_CONFIG_PATH", ".")
+    )
     config_name = STAGE_CONFIG
     if target.rstrip("/").endswith((".yaml", ".yml")):
         target, _, config_name = target.rstrip("/").rpartition("/")
@@ -146,7 +148,9 @@ class Release:
         active = load_model(ActiveStage, doc, what="active stage file")
         config = self.stage_config
         if config is not None and active.current_stage not in config.stages:
-            raise self._unknown_stage(active.current_stage, config, doc.source, doc.line_of(("current_stage",)))
+            raise self._unknown_stage(
+                active.current_stage, config, doc.source, doc.line_of(("current_stage",))
+            )
         return active
 
     def load_dataset_config(self, location: str) -> tuple[DatasetConfig, str]:
@@ -179,10 +183,14 @@ class Release:
     def stage(self, name: str) -> StageDefinition:
         config = self.require_stage_config()
         if name not in config.stages:
-            raise self._unknown_stage(name, config, self.source.describe(self.stage_config_name), None)
+            raise self._unknown_stage(
+                name, config, self.source.describe(self.stage_config_name), None
+            )
         return config.stages[name]
 
-    def _unknown_stage(self, name: str, config: StageConfig, file: str, line: int | None) -> StageNotFoundError:
+    def _unknown_stage(
+        self, name: str, config: StageConfig, file: str, line: int | None
+    ) -> StageNotFoundError:
         guess = suggest(name, list(config.stages))
         return StageNotFoundError(
             f"stage {name!r} is not defined in {self.stage_config_name}",
@@ -200,7 +208,9 @@ class Release:
                     hint=f"set AB_VARIANT to one of {', '.join(definition.variants)}, "
                     "or pass a run id to pick one by weight",
                 )
-            return definition.variants[check_variant(stage, definition.variants, variant)].config_file
+            return definition.variants[
+                check_variant(stage, definition.variants, variant)
+            ].config_file
         if variant is not None:
             check_variant(stage, None, variant)
         return definition.config_file or ""
@@ -247,17 +257,23 @@ class Release:
                 active = self.read_active()
                 if active and active.current_stage == stage_env:
                     variant = active.current_variant
-            return self._resolve_stage(stage_env, variant, "TRAINING_STAGE", f"TRAINING_STAGE={stage_env}")
+            return self._resolve_stage(
+                stage_env, variant, "TRAINING_STAGE", f"TRAINING_STAGE={stage_env}"
+            )
         active = self.read_active()
         if active is not None:
             why = f"active_stage.yaml: activated {active.activated_at or ''} ({active.switch_reason or 'no reason given'})"
-            return self._resolve_stage(active.current_stage, active.current_variant, "active_stage", why)
+            return self._resolve_stage(
+                active.current_stage, active.current_variant, "active_stage", why
+            )
         has_default = self.source.read_bytes(DEFAULT_CONFIG) is not None
         config = self.stage_config
         if config is not None and (stage_env == "auto" or not has_default):
             stage = config.initial_stage
             variant = self.pick_variant(stage, variant_env, run_id)
-            return self._resolve_stage(stage, variant, "default_stage", "no active stage yet: the default stage")
+            return self._resolve_stage(
+                stage, variant, "default_stage", "no active stage yet: the default stage"
+            )
         if not has_default:
             raise ConfigError(
                 "this is not a release repo: it has neither stage_config.yaml nor training_dataset.json",
@@ -265,7 +281,9 @@ class Release:
                 hint="create one with 'stagewise release init DIR', or point --repo / STAGE_CONFIG_PATH at one",
             )
         dataset_config, shown = self.load_dataset_config(DEFAULT_CONFIG)
-        return Resolution(dataset_config, shown, "default", None, None, "the default training_dataset.json")
+        return Resolution(
+            dataset_config, shown, "default", None, None, "the default training_dataset.json"
+        )
 
     def _resolve_stage(self, stage: str, variant: str | None, rule: Rule, why: str) -> Resolution:
         config_file = self.stage_config_file(stage, variant)
@@ -280,7 +298,9 @@ class Release:
             config, shown = self._load_forced_file(Path(location), forced)
         stage = stage_env if stage_env and stage_env != "auto" else None
         stage = stage or (config.meta.stage if config.meta else None)
-        return Resolution(config, shown, "FORCE_DATASET_CONFIG", stage, None, f"FORCE_DATASET_CONFIG={forced}")
+        return Resolution(
+            config, shown, "FORCE_DATASET_CONFIG", stage, None, f"FORCE_DATASET_CONFIG={forced}"
+        )
 
     def _load_forced_file(self, path: Path, forced: str) -> tuple[DatasetConfig, str]:
         """A forced config path is tried against the working directory, then the repo."""

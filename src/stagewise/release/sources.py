@@ -32,9 +32,13 @@ class LocalSource:
         except FileNotFoundError:
             return None
         except IsADirectoryError:
-            raise ReleaseSourceError("expected a file, found a directory", location=str(path)) from None
+            raise ReleaseSourceError(
+                "expected a file, found a directory", location=str(path)
+            ) from None
         except OSError as exc:
-            raise ReleaseSourceError(f"cannot read the file: {exc.strerror}", location=str(path)) from None
+            raise ReleaseSourceError(
+                f"cannot read the file: {exc.strerror}", location=str(path)
+            ) from None
 
     def describe(self, rel: str) -> str:
         return rel
@@ -100,7 +104,9 @@ class GitRefSource:
                 ["git", "-C", str(self.root), *args], capture_output=True, check=False
             )
         except FileNotFoundError:
-            raise ReleaseSourceError("git is not installed", hint="install git to read refs") from None
+            raise ReleaseSourceError(
+                "git is not installed", hint="install git to read refs"
+            ) from None
 
     def read_bytes(self, rel: str) -> bytes | None:
         result = self._git("show", f"{self.commit}:./{rel}")

@@ -70,7 +70,8 @@ def switch(
     release.load_dataset_config(release.stage_config_file(stage, chosen))
     with locked(root / LOCK_FILE):
         previous = release.read_active()
-        now = datetime.now()
+        from_stage = previous.current_stage if previous else None
+        now = datetime.now().replace(microsecond=0)
         active = previous or ActiveStage(current_stage=stage)
         if previous is not None:
             _close_open_entries(active, now)
@@ -81,13 +82,21 @@ def switch(
         active.switch_reason = reason
         active.history = [
             *active.history,
-            HistoryEntry(stage=stage, variant=chosen, activated_at=timestamp(now), deactivated_at=None,
-                         duration=None, reason=reason, activated_by=by),
+            HistoryEntry(
+                stage=stage,
+                variant=chosen,
+                activated_at=timestamp(now),
+                deactivated_at=None,
+                duration=None,
+                reason=reason,
+                activated_by=by,
+            ),
         ]
         active.next_stage = next_stage or predict_next(config, stage)
         event = StageSwitchEvent(
             timestamp=timestamp(now),
-            from_stage=previous.current_stage if previous else None,
+            event="stage_switch",
+            from_stage=from_stage,
             to_stage=stage,
             trigger=trigger,
             condition=condition,
@@ -98,7 +107,7 @@ def switch(
         )
         save_model(root / ACTIVE_STAGE, active, ACTIVE_HEADER)
         append_line(root / EVENT_LOG, json.dumps(event.to_data(), ensure_ascii=False))
-    return SwitchResult(event.from_stage, stage, chosen, event, active)
+    return SwitchResult(from_stage, stage, chosen, event, active)
 
 
 def _close_open_entries(active: ActiveStage, now: datetime) -> None:
@@ -109,7 +118,9 @@ def _close_open_entries(active: ActiveStage, now: datetime) -> None:
             entry.duration = round((now - started).total_seconds()) if started else None
 
 
-def rollback(release: Release, *, reason: str | None = None, by: ActivatedBy = "user") -> SwitchResult:
+def rollback(
+    release: Release, *, reason: str | None = None, by: ActivatedBy = "user"
+) -> SwitchResult:
     """Go back to the stage that was active before the current one."""
     active = release.read_active()
     config = release.require_stage_config()
@@ -127,8 +138,14 @@ def rollback(release: Release, *, reason: str | None = None, by: ActivatedBy = "
             hint="switch to a stage by name: stagewise stage switch STAGE",
         )
     current = active.current_stage if active else None
-    return switch(release, target, reason=reason or f"rollback from {current}", by=by,
-                  trigger="rollback", variant=variant)
+    return switch(
+        release,
+        target,
+        reason=reason or f"rollback from {current}",
+        by=by,
+        trigger="rollback",
+        variant=variant,
+    )
 
 
 def predict_next(
@@ -157,7 +174,9 @@ def predict_next(
     estimate = None
     if thresholds and epoch is not None and seconds_per_epoch is not None:
         remaining = max(min(thresholds) - epoch, 0)
-        estimate = timestamp((now or datetime.now()) + timedelta(seconds=remaining * seconds_per_epoch))
+        estimate = timestamp(
+            (now or datetime.now()) + timedelta(seconds=remaining * seconds_per_epoch)
+        )
     return NextStage(predicted_stage=stage, estimated_switch_time=estimate, conditions=texts)
 
 
@@ -186,4 +205,8 @@ def condition_text(epoch: int | None, condition: str | None) -> str:
         is_label = False
     if is_label:
         return f"epoch >= {epoch} ({condition})"
-    return f"epoch >= {epoch} and ({condition})" if " or " in condition else f"epoch >= {epoch} and {condition}"
+    return (
+        f"epoch >= {epoch} and ({condition})"
+        if " or " in condition
+        else f"epoch >= {epoch} and {condition}"
+    )

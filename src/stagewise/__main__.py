@@ -1,0 +1,3 @@
+from stagewise.cli.main import run
+
+run()

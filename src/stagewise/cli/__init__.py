@@ -1,0 +1,1 @@
+"""The ``stagewise`` command line: one module per command group."""

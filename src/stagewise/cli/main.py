@@ -1,0 +1,58 @@
+"""The ``stagewise`` entry point: the typer app, and errors printed without a traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from stagewise import __version__
+from stagewise.cli import release as release_commands
+from stagewise.cli import stage as stage_commands
+from stagewise.cli.output import render_error
+from stagewise.errors import StagewiseError
+
+app = typer.Typer(
+    name="stagewise",
+    help="Staged, multi-dataset model training: which data each stage of a run trains on.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(stage_commands.app, name="stage")
+app.add_typer(release_commands.app, name="release")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"stagewise {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error."),
+    home: str | None = typer.Option(
+        None, "--home", help="stagewise's state folder (default ./.stagewise, or STAGEWISE_HOME)."
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Staged, multi-dataset model training.
+
+    Start with 'stagewise release init DIR', then 'stagewise stage status --repo DIR'.
+    """
+    if home:
+        os.environ["STAGEWISE_HOME"] = home
+
+
+def run() -> None:
+    try:
+        app()
+    except StagewiseError as exc:
+        if "--debug" in sys.argv:
+            raise
+        render_error(exc)
+        sys.exit(2)
