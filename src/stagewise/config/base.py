@@ -140,10 +140,10 @@ def field_at(model: type[BaseModel], loc: KeyPath) -> FieldInfo | None:
 
 
 def _inner_model(annotation: Any) -> Any:
-    for arg in (annotation, *getattr(annotation, "__args__", ())):
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
-            return arg
-        inner = _inner_model(arg) if getattr(arg, "__args__", None) else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):  # recurse into the arguments only
+        inner = _inner_model(arg)
         if inner is not None:
             return inner
     return None

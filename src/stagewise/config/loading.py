@@ -29,6 +29,7 @@ _PLAIN_TAGS = {
     for name in ("str", "int", "float", "bool", "null", "timestamp", "map", "seq", "merge")
 }
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SafeDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def format_key(path: KeyPath) -> str:
@@ -84,6 +85,7 @@ def decode_text(raw: bytes, source: str) -> str:
 
 def parse_yaml(text: str, source: str) -> Document:
     try:
+        _check_yaml_depth(text, source)  # before compose: libyaml's composer recurses in C
         node = yaml.compose(text, Loader=_SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -104,6 +106,22 @@ def parse_yaml(text: str, source: str) -> Document:
     if node is not None:
         doc.data = _YamlBuilder(doc).build(node, (), 0, frozenset())
     return doc
+
+
+def _check_yaml_depth(text: str, source: str) -> None:
+    """Refuse deep nesting from the (iterative) event stream: composing ~30,000 nested
+    levels overflows the C stack and kills the process instead of raising."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_SafeLoader):
+        if isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH + 1:
+                raise ConfigError(
+                    f"the YAML is nested more than {MAX_DEPTH} levels deep",
+                    location=f"{source}:{event.start_mark.line + 1}",
+                )
+        elif isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
+            depth -= 1
 
 
 class _YamlBuilder:
@@ -180,8 +198,13 @@ class _YamlBuilder:
 
 
 def dump_yaml(data: Any, header: str | None = None) -> str:
-    body = yaml.safe_dump(
-        data, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100
+    body = yaml.dump(
+        data,
+        Dumper=_SafeDumper,
+        sort_keys=False,
+        allow_unicode=True,
+        default_flow_style=False,
+        width=100,
     )
     return (header or "") + body
 

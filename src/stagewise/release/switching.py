@@ -20,7 +20,7 @@ from stagewise.config.active import ActivatedBy
 from stagewise.errors import ConfigError, StageError
 from stagewise.release import conditions
 from stagewise.release.repo import ACTIVE_STAGE, EVENT_LOG, LOCK_FILE, Release, save_model
-from stagewise.store.atomic import append_line, locked
+from stagewise.store.atomic import append_line, locked, remove_stale_temporaries
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 ACTIVE_HEADER = "# Written by stagewise: the active stage of this release repo and its history.\n"
@@ -69,6 +69,7 @@ def switch(
     # Refuse to switch to a stage whose data config is broken: check before changing state.
     release.load_dataset_config(release.stage_config_file(stage, chosen))
     with locked(root / LOCK_FILE):
+        remove_stale_temporaries(root / ACTIVE_STAGE)
         previous = release.read_active()
         from_stage = previous.current_stage if previous else None
         now = datetime.now().replace(microsecond=0)

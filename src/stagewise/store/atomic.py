@@ -57,6 +57,15 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
         ) from exc
 
 
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> None:
+    """Delete temp files that killed writers of ``path`` left behind. Call it only while
+    holding the lock that every writer of ``path`` takes."""
+    target = Path(path)
+    for leftover in target.parent.glob(f".{target.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+
+
 def append_line(path: str | os.PathLike[str], line: str) -> None:
     target = Path(path)
     text = line.rstrip("\n") + "\n"

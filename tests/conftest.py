@@ -1,0 +1,66 @@
+"""Shared fixtures: a fresh release repo, the real CLI, and a clean environment."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from stagewise.release.scaffold import init_repo
+
+ASSETS = Path(__file__).parent / "assets"
+SEED_REPO = ASSETS / "seed000"
+ENV_VARS = ("TRAINING_STAGE", "AB_VARIANT", "STAGE_CONFIG_PATH", "FORCE_DATASET_CONFIG", "STAGEWISE_RUN_ID")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's stage variables; state goes to a temporary home."""
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STAGEWISE_HOME", str(tmp_path / ".stagewise-home"))
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A release repo made by `stagewise release init`, with its example datasets."""
+    root = tmp_path / "data_release_repo"
+    root.mkdir()
+    init_repo(root)
+    return root
+
+
+@pytest.fixture
+def seed_repo(tmp_path: Path) -> Path:
+    """A copy of seed 000's example files, unchanged."""
+    root = tmp_path / "seed_repo"
+    shutil.copytree(SEED_REPO, root)
+    return root
+
+
+CliRunner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> CliRunner:
+    """Run the real `stagewise` command; returns the completed process (text output)."""
+
+    def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        full_env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+        full_env.update(env or {})
+        return subprocess.run(
+            [sys.executable, "-m", "stagewise", *args],
+            capture_output=True,
+            text=True,
+            env=full_env,
+            cwd=cwd or tmp_path,
+            timeout=120,
+            check=False,
+        )
+
+    return run
