@@ -128,12 +128,15 @@ def field_at(model: type[BaseModel], loc: KeyPath) -> FieldInfo | None:
     """The pydantic field declared at ``loc``, following nested models, lists and dicts."""
     field: FieldInfo | None = None
     current: Any = model
+    dict_key = False  # the next part is a key of a dict field (e.g. a stage name)
     for part in loc:
-        if isinstance(part, int) or current is None:
+        if isinstance(part, int) or current is None or dict_key:
+            dict_key = False
             continue
         if isinstance(current, type) and issubclass(current, BaseModel):
             field = current.model_fields.get(str(part))
             current = _inner_model(field.annotation) if field else None
+            dict_key = field is not None and "dict[" in str(field.annotation)
         else:
             current = None
     return field

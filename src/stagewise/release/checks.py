@@ -272,7 +272,19 @@ def _weight_problems(config: DatasetConfig, doc: Document) -> list[Problem]:
                     "warning",
                 )
             )
-    if weighted:
+    used = {c for c in categories.values() if c is not None}
+    if not weighted and enabled and sum(float(ratios[c]) for c in used) <= 0:
+        found.append(
+            _at(
+                doc,
+                path,
+                "every enabled dataset gets weight 0: none matches a data_ratio category "
+                "with a share above 0",
+                "name datasets '<category>_...', add an 'others' category, or set stage_weight",
+            )
+        )
+    weight_total = sum(float(d.stage_weight or 0) for d in weighted)
+    if weight_total > 0:
         by_category: dict[str, float] = {}
         for d in weighted:
             category = categories.get(d.name)
@@ -280,17 +292,13 @@ def _weight_problems(config: DatasetConfig, doc: Document) -> list[Problem]:
                 by_category[category] = by_category.get(category, 0.0) + float(d.stage_weight or 0)
         for category, weight in by_category.items():
             share = float(ratios[category]) / total
-            if not math.isclose(
-                weight / sum(float(d.stage_weight or 0) for d in weighted) if weighted else 0,
-                share,
-                abs_tol=0.01,
-            ):
+            if not math.isclose(weight / weight_total, share, abs_tol=0.01):
                 found.append(
                     _at(
                         doc,
                         (*path, category),
                         f"data_ratio gives {category!r} {share:.0%} but its datasets' "
-                        "stage_weight gives a different share; stage_weight wins",
+                        f"stage_weight gives {weight / weight_total:.0%}; stage_weight wins",
                         None,
                         "warning",
                     )

@@ -110,9 +110,14 @@ def tokenize(text: str) -> list[Token]:
 def parse(text: str) -> Node:
     """Parse a condition; a :class:`ConditionSyntaxError` points at the column."""
     if not isinstance(text, str):
-        raise ConditionSyntaxError(f"a condition must be text, found {text!r}")
+        raise ConditionSyntaxError(
+            f"a condition must be text, found {text!r}", hint="quote it, e.g. 'epoch >= 50'"
+        )
     if len(text) > MAX_LENGTH:
-        raise ConditionSyntaxError(f"a condition may be at most {MAX_LENGTH} characters long")
+        raise ConditionSyntaxError(
+            f"a condition may be at most {MAX_LENGTH} characters long",
+            hint="define parts of it under 'conditions:' and refer to them by name",
+        )
     if not text.strip():
         raise ConditionSyntaxError("the condition is empty", hint="write e.g. 'epoch >= 50'")
     return _Parser(text, tokenize(text)).parse()
@@ -160,7 +165,10 @@ class _Parser:
     def not_expr(self) -> Node:
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            raise ConditionSyntaxError(f"the condition nests more than {MAX_DEPTH} levels")
+            raise ConditionSyntaxError(
+                f"the condition nests more than {MAX_DEPTH} levels",
+                hint="remove redundant parentheses and 'not's, or split it under 'conditions:'",
+            )
         try:
             token = self.take()
             if token.text == "not":

@@ -87,14 +87,17 @@ def open_release(
     if target.rstrip("/").endswith((".yaml", ".yml")):
         target, _, config_name = target.rstrip("/").rpartition("/")
         target = target or "."
-    source = make_source(target, ref, home_dir(env))  # type: ignore[arg-type]
-    return Release(source, config_name)
+    home = home_dir(env)
+    return Release(make_source(target, ref, home), config_name, home=home)
 
 
 class Release:
-    def __init__(self, source: ReleaseSource, stage_config_name: str = STAGE_CONFIG) -> None:
+    def __init__(
+        self, source: ReleaseSource, stage_config_name: str = STAGE_CONFIG, *, home: Path | None = None
+    ) -> None:
         self.source = source
         self.stage_config_name = stage_config_name
+        self.home = home or home_dir()
 
     def __repr__(self) -> str:
         return f"Release({self.source.display!r})"
@@ -159,7 +162,7 @@ class Release:
             from stagewise.release.sources import RemoteSource
 
             base, _, name = location.rpartition("/")
-            source: ReleaseSource = RemoteSource(base, home_dir())
+            source: ReleaseSource = RemoteSource(base, self.home)
             rel = name
         else:
             source, rel = self.source, location
@@ -172,7 +175,7 @@ class Release:
                 hint="check config_file in stage_config.yaml, or create the file "
                 "(stagewise release generate)",
             )
-        return load_model(DatasetConfig, parse_document(raw, shown), what="dataset config"), shown
+        return _load_dataset_doc(parse_document(raw, shown)), shown
 
     def dataset_location(self, location: str) -> str:
         """A dataset's ``path``/``obs_path`` as an absolute path or URL."""
@@ -310,7 +313,7 @@ class Release:
         found = next((p for p in tried if p.is_file()), None)
         if found is not None:
             doc = parse_document(found.read_bytes(), str(found))
-            return load_model(DatasetConfig, doc, what="dataset config"), str(found)
+            return _load_dataset_doc(doc), str(found)
         if not path.is_absolute() and self.source.read_bytes(str(path)) is not None:
             return self.load_dataset_config(str(path))
         raise ConfigError(
@@ -318,6 +321,21 @@ class Release:
             location=forced,
             hint=f"looked at {', '.join(str(p) for p in tried)}; fix the path or unset it",
         )
+
+
+def _load_dataset_doc(doc: Document) -> DatasetConfig:
+    """A dataset config a run can train on: its errors (every weight 0, no dataset enabled,
+    a name used twice) stop here, with their lines, rather than deep inside a run."""
+    config = load_model(DatasetConfig, doc, what="dataset config")
+    found = checks.dataset_config_problems(config, doc, lambda _location: None)
+    errors = [p for p in found if p.severity == "error"]
+    if errors:
+        raise ConfigError(
+            f"{len(errors)} problem{'s' if len(errors) > 1 else ''} in this dataset config",
+            location=doc.source,
+            problems=errors,
+        )
+    return config
 
 
 def save_model(path: Path, model: FormatModel, header: str | None = None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from stagewise.errors import ReleaseSourceError
@@ -141,6 +142,7 @@ def make_source(target: str, ref: str | None, home: Path) -> ReleaseSource:
     return LocalSource(root)
 
 
-def home_dir(env: os._Environ[str] | dict[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    return Path(env.get("STAGEWISE_HOME") or ".stagewise").expanduser().resolve()
+def home_dir(env: Mapping[str, str] | None = None) -> Path:
+    """stagewise's state folder: STAGEWISE_HOME (from ``env``, else the process), or ./.stagewise."""
+    home = (env or {}).get("STAGEWISE_HOME") or os.environ.get("STAGEWISE_HOME") or ".stagewise"
+    return Path(home).expanduser().resolve()
