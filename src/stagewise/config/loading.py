@@ -9,6 +9,7 @@ type, an unknown stage) can name ``file:line``.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -235,17 +236,27 @@ def parse_json(text: str, source: str) -> Document:
             location=f"{source}:{exc.lineno}",
             hint="check for a missing comma or quote, or a trailing comma, near that line",
         ) from None
-    except ValueError as exc:
-        raise ConfigError(f"the JSON does not parse: {exc}", location=source) from None
+    except ValueError as exc:  # NaN, Infinity or -Infinity
+        constants: list[tuple[str, KeyPath, int]] = []
+        with contextlib.suppress(RecursionError, IndexError, ValueError):
+            json_key_lines(text, constants)
+        line = next((n for kind, _, n in constants if kind == "constant"), None)
+        raise ConfigError(
+            f"the JSON does not parse: {exc}",
+            location=f"{source}:{line}" if line else source,
+            hint="write a finite number, or null",
+        ) from None
     except RecursionError:
         raise ConfigError("the JSON is nested too deeply", location=source) from None
-    lines = json_key_lines(text)
+    found: list[tuple[str, KeyPath, int]] = []
+    lines = json_key_lines(text, found)
     if duplicates:
-        key = duplicates[0]
-        line = next((n for p, n in lines.items() if p and p[-1] == key), None)
+        where = next(((p, n) for kind, p, n in found if kind == "duplicate"), None)
+        key = where[0][-1] if where else duplicates[0]
         raise ConfigError(
-            f"the key {key!r} appears twice in the same object",
-            location=f"{source}:{line}" if line else source,
+            f"the key {key!r} appears twice in the same object"
+            + (f" ({format_key(where[0])})" if where else ""),
+            location=f"{source}:{where[1]}" if where else source,
             hint="keep one of the two; JSON readers would silently drop the first",
         )
     return Document(data=data, source=source, lines=lines)
@@ -254,8 +265,13 @@ def parse_json(text: str, source: str) -> Document:
 _JSON_ATOM = re.compile(r"[^\s,\]\}]+")
 
 
-def json_key_lines(text: str) -> dict[KeyPath, int]:
-    """Map each key path of a *valid* JSON text to its 1-based line."""
+def json_key_lines(
+    text: str, found: list[tuple[str, KeyPath, int]] | None = None
+) -> dict[KeyPath, int]:
+    """Map each key path of a *valid* JSON text to its 1-based line. ``found`` collects
+    ``("duplicate", path, line)`` for a repeated key and ``("constant", path, line)`` for
+    NaN or Infinity."""
+    found = [] if found is None else found
     newlines = [m.start() for m in re.finditer("\n", text)]
     lines: dict[KeyPath, int] = {}
 
@@ -275,12 +291,16 @@ def json_key_lines(text: str) -> dict[KeyPath, int]:
             return scanstring(text, i + 1)[1]
         if char not in "{[":
             match = _JSON_ATOM.match(text, i)
+            if match and match.group() in ("NaN", "Infinity", "-Infinity"):
+                found.append(("constant", path, line(i)))
             return match.end() if match else i + 1
         closing, i, index = ("}" if char == "{" else "]"), skip(i + 1), 0
         while text[i] != closing:
             if char == "{":
                 key_start = i
                 key, i = scanstring(text, i + 1)
+                if (*path, key) in lines:
+                    found.append(("duplicate", (*path, key), line(key_start)))
                 lines[(*path, key)] = line(key_start)
                 i = value(skip(i) + 1, (*path, key))  # step over ':'
             else:
