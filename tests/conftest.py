@@ -15,7 +15,13 @@ from stagewise.release.scaffold import init_repo
 
 ASSETS = Path(__file__).parent / "assets"
 SEED_REPO = ASSETS / "seed000"
-ENV_VARS = ("TRAINING_STAGE", "AB_VARIANT", "STAGE_CONFIG_PATH", "FORCE_DATASET_CONFIG", "STAGEWISE_RUN_ID")
+ENV_VARS = (
+    "TRAINING_STAGE",
+    "AB_VARIANT",
+    "STAGE_CONFIG_PATH",
+    "FORCE_DATASET_CONFIG",
+    "STAGEWISE_RUN_ID",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +56,9 @@ CliRunner = Callable[..., subprocess.CompletedProcess[str]]
 def cli(tmp_path: Path) -> CliRunner:
     """Run the real `stagewise` command; returns the completed process (text output)."""
 
-    def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         full_env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
         full_env.update(env or {})
         return subprocess.run(

@@ -10,8 +10,12 @@ ROOT = Path(__file__).parents[1]
 
 
 def test_generated_docs_are_up_to_date() -> None:
-    result = subprocess.run([sys.executable, str(ROOT / "docs" / "generate.py"), "--check"],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "generate.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
 
 

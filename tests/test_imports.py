@@ -18,7 +18,9 @@ print("HEAVY:" + ",".join(heavy))
 
 def loaded_heavy_modules(statement: str) -> str:
     code = PROBE.format(statement=statement, heavy=HEAVY)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     return result.stdout.strip().splitlines()[-1].removeprefix("HEAVY:")
 
 

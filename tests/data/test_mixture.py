@@ -12,19 +12,25 @@ def counts(sources: list[Source]) -> dict[str, int | None]:
 
 
 def test_without_weights_every_source_gives_its_supply() -> None:
-    assert counts([Source("a", 10, repeat=3), Source("b", 7), Source("c", 100, repeat=2, cap=150)]) == {
-        "a": 30, "b": 7, "c": 150}
+    assert counts(
+        [Source("a", 10, repeat=3), Source("b", 7), Source("c", 100, repeat=2, cap=150)]
+    ) == {"a": 30, "b": 7, "c": 150}
 
 
 def test_the_seed_loading_statistics_follow_from_the_weights() -> None:
     # Seed 000: toll_station 25,000 clips at weight 0.6 gives a 41,667-clip epoch.
-    result = counts([
-        Source("toll_station_scenarios_refined", 5000, repeat=5, weight=0.6),
-        Source("intersection_complex_cases", 10000, repeat=3, weight=0.3),
-        Source("merge_lane", 10000, repeat=1, weight=0.1),
-    ])
-    assert result == {"toll_station_scenarios_refined": 25000, "intersection_complex_cases": 12500,
-                      "merge_lane": 4167}
+    result = counts(
+        [
+            Source("toll_station_scenarios_refined", 5000, repeat=5, weight=0.6),
+            Source("intersection_complex_cases", 10000, repeat=3, weight=0.3),
+            Source("merge_lane", 10000, repeat=1, weight=0.1),
+        ]
+    )
+    assert result == {
+        "toll_station_scenarios_refined": 25000,
+        "intersection_complex_cases": 12500,
+        "merge_lane": 4167,
+    }
     assert sum(result.values()) == 41667  # type: ignore[arg-type]
 
 

@@ -20,8 +20,15 @@ def block(name: str) -> str:
 
 def test_quickstart_commands_run(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", block("quickstart")], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block("quickstart")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "switched pretraining -> finetuning" in result.stdout
     assert "stages/ab_testing/variant_b.json" in result.stdout
@@ -29,10 +36,20 @@ def test_quickstart_commands_run(tmp_path: Path) -> None:
 
 
 def test_sdk_example_runs(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "stagewise", "release", "init", "my_release_repo"], cwd=tmp_path,
-                   check=True, capture_output=True)
-    result = subprocess.run([sys.executable, "-c", block("sdk")], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=120, check=False)
+    subprocess.run(
+        [sys.executable, "-m", "stagewise", "release", "init", "my_release_repo"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", block("sdk")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert "active_stage pretraining stages/pretraining.json" in result.stdout
     assert "epoch 50: pretraining -> finetuning" in result.stdout

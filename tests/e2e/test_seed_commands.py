@@ -27,10 +27,17 @@ def test_stage_manager_commands_on_the_seed_examples(seed_repo: Path, cli: CliRu
     # list-stages
     listed = json.loads(ok(cli("stage", "list-stages", *repo, "--json")))
     assert [s["stage"] for s in listed["stages"]] == [
-        "pretraining", "finetuning", "evaluation", "online_learning", "ab_testing"]
+        "pretraining",
+        "finetuning",
+        "evaluation",
+        "online_learning",
+        "ab_testing",
+    ]
     assert "finetuning" in ok(cli("stage", "list", *repo))
     # switch-stage finetuning
-    assert "switched pretraining -> finetuning" in ok(cli("stage", "switch-stage", "finetuning", *repo))
+    assert "switched pretraining -> finetuning" in ok(
+        cli("stage", "switch-stage", "finetuning", *repo)
+    )
     # activate finetuning --reason "manual_switch"
     ok(cli("stage", "activate", "finetuning", "--reason", "manual_switch", *repo))
     active = yaml.safe_load((seed_repo / "active_stage.yaml").read_text())
@@ -39,10 +46,17 @@ def test_stage_manager_commands_on_the_seed_examples(seed_repo: Path, cli: CliRu
     # preview finetuning
     preview = json.loads(ok(cli("stage", "preview", "finetuning", *repo, "--json")))
     assert [d["name"] for d in preview["datasets"]] == [
-        "toll_station_scenarios_refined", "intersection_complex_cases"]
-    assert [round(d["share"], 4) for d in preview["datasets"]] == [0.6667, 0.3333]  # 0.6 and 0.3, normalised
+        "toll_station_scenarios_refined",
+        "intersection_complex_cases",
+    ]
+    assert [round(d["share"], 4) for d in preview["datasets"]] == [
+        0.6667,
+        0.3333,
+    ]  # 0.6 and 0.3, normalised
     # validate-config stages/finetuning.json
-    assert "valid" in ok(cli("stage", "validate-config", "stages/finetuning.json", *repo, cwd=seed_repo))
+    assert "valid" in ok(
+        cli("stage", "validate-config", "stages/finetuning.json", *repo, cwd=seed_repo)
+    )
     # report --output stage_report.md
     ok(cli("stage", "report", "--output", "stage_report.md", *repo, cwd=seed_repo))
     report = (seed_repo / "stage_report.md").read_text()
@@ -51,13 +65,25 @@ def test_stage_manager_commands_on_the_seed_examples(seed_repo: Path, cli: CliRu
     # to a stage whose config is missing is refused, so create it from the template first
     refused = cli("stage", "switch-stage", "online_learning", *repo)
     assert refused.returncode == 2 and "stages/online_learning.json" in refused.stderr
-    ok(cli("release", "generate", "--template", "online_learning", "--stage", "online_learning", *repo))
+    ok(
+        cli(
+            "release",
+            "generate",
+            "--template",
+            "online_learning",
+            "--stage",
+            "online_learning",
+            *repo,
+        )
+    )
     ok(cli("stage", "switch-stage", "online_learning", *repo))
     # history, rollback
     history = json.loads(ok(cli("stage", "history", *repo, "--json")))
     assert [h["stage"] for h in history][-1] == "online_learning"
     assert "rolled back online_learning -> finetuning" in ok(cli("stage", "rollback", *repo))
-    events = [json.loads(line) for line in (seed_repo / "stage_events.jsonl").read_text().splitlines()]
+    events = [
+        json.loads(line) for line in (seed_repo / "stage_events.jsonl").read_text().splitlines()
+    ]
     assert [e["trigger"] for e in events] == ["manual", "manual", "manual", "rollback"]
 
 
@@ -81,20 +107,55 @@ def test_environment_variable_scenarios(repo: Path, cli: CliRunner) -> None:
 def test_generate_stage_config_commands(repo: Path, cli: CliRunner) -> None:
     # generate_stage_config.py --base-config training_dataset.json --stage pretraining --ratio ...
     (repo / "stages" / "pretraining.json").unlink()
-    out = ok(cli("release", "generate", "--base-config", "training_dataset.json", "--stage", "pretraining",
-                 "--ratio", "highway:0.4,urban:0.3,parking:0.3", cwd=repo))
+    out = ok(
+        cli(
+            "release",
+            "generate",
+            "--base-config",
+            "training_dataset.json",
+            "--stage",
+            "pretraining",
+            "--ratio",
+            "highway:0.4,urban:0.3,parking:0.3",
+            cwd=repo,
+        )
+    )
     assert "category 'parking' matches no dataset" in out
     generated = json.loads((repo / "stages" / "pretraining.json").read_text())
-    assert generated["meta"]["stage_config"]["data_ratio"] == {"highway": 0.4, "urban": 0.3, "parking": 0.3}
+    assert generated["meta"]["stage_config"]["data_ratio"] == {
+        "highway": 0.4,
+        "urban": 0.3,
+        "parking": 0.3,
+    }
     # generate_stage_config.py --template finetuning --stage custom_experiment --output stages/custom_experiment.json
-    out = ok(cli("release", "generate", "--template", "finetuning", "--stage", "custom_experiment",
-                 "--output", "stages/custom_experiment.json", cwd=repo))
+    out = ok(
+        cli(
+            "release",
+            "generate",
+            "--template",
+            "finetuning",
+            "--stage",
+            "custom_experiment",
+            "--output",
+            "stages/custom_experiment.json",
+            cwd=repo,
+        )
+    )
     assert "add to" in out and "custom_experiment:" in out
     custom = json.loads((repo / "stages" / "custom_experiment.json").read_text())
     assert custom["meta"]["stage"] == "custom_experiment"
     # the output is not overwritten without --force
-    again = cli("release", "generate", "--template", "finetuning", "--stage", "custom_experiment",
-                "--output", "stages/custom_experiment.json", cwd=repo)
+    again = cli(
+        "release",
+        "generate",
+        "--template",
+        "finetuning",
+        "--stage",
+        "custom_experiment",
+        "--output",
+        "stages/custom_experiment.json",
+        cwd=repo,
+    )
     assert again.returncode == 2 and "exists already" in again.stderr
 
 
@@ -103,19 +164,61 @@ def test_stage_tag_is_the_seed_git_tag(repo: Path, cli: CliRunner) -> None:
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-qm", "release"], check=True)
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    ok(cli("release", "tag", "pretraining", "v1.2.0", "-m", "pretraining config v1.2.0", "--repo", str(repo), env=env))
-    tags = subprocess.run([*git, "tag", "-l"], capture_output=True, text=True, check=True).stdout.split()
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    ok(
+        cli(
+            "release",
+            "tag",
+            "pretraining",
+            "v1.2.0",
+            "-m",
+            "pretraining config v1.2.0",
+            "--repo",
+            str(repo),
+            env=env,
+        )
+    )
+    tags = subprocess.run(
+        [*git, "tag", "-l"], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert tags == ["stage/pretraining/v1.2.0"]
-    at_tag = json.loads(ok(cli("stage", "status", "--repo", str(repo), "--ref", "stage/pretraining/v1.2.0", "--json")))
+    at_tag = json.loads(
+        ok(
+            cli(
+                "stage",
+                "status",
+                "--repo",
+                str(repo),
+                "--ref",
+                "stage/pretraining/v1.2.0",
+                "--json",
+            )
+        )
+    )
     assert at_tag["active"]["current_stage"] == "pretraining"
 
 
 def test_help_teaches_every_verb(cli: CliRunner) -> None:
     text = ok(cli("stage", "--help"))
-    for verb in ["status", "list", "list-stages", "switch", "switch-stage", "activate", "preview", "validate",
-                 "validate-config", "report", "history", "rollback"]:
+    for verb in [
+        "status",
+        "list",
+        "list-stages",
+        "switch",
+        "switch-stage",
+        "activate",
+        "preview",
+        "validate",
+        "validate-config",
+        "report",
+        "history",
+        "rollback",
+    ]:
         assert verb in text
     assert "init" in ok(cli("release", "--help")) and "generate" in ok(cli("release", "--help"))
     assert "--reason" in ok(cli("stage", "switch", "--help"))

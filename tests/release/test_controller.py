@@ -18,7 +18,9 @@ def edit_stage_config(repo: Path, change: Any) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def run_epochs(controller: StageController, epochs: range, metrics: Any = None) -> list[tuple[int, str, str]]:
+def run_epochs(
+    controller: StageController, epochs: range, metrics: Any = None
+) -> list[tuple[int, str, str]]:
     switches = []
     for epoch in epochs:
         values = metrics(epoch) if metrics else {"loss": 1.0 / epoch}
@@ -35,7 +37,9 @@ def events(repo: Path) -> list[dict[str, Any]]:
 def test_the_seed_schedule_switches_at_epochs_50_and_100(repo: Path) -> None:
     controller = StageController(open_release(repo), run_id="r")
     assert controller.start() == "pretraining"
-    switches = run_epochs(controller, range(1, 121), lambda e: {"loss": round(1 / e, 4), "accuracy": 0.9})
+    switches = run_epochs(
+        controller, range(1, 121), lambda e: {"loss": round(1 / e, 4), "accuracy": 0.9}
+    )
     assert switches == [(50, "pretraining", "finetuning"), (100, "finetuning", "evaluation")]
     first, second = events(repo)
     assert first["trigger"] == "auto" and first["condition"] == "epoch >= 50 (pretraining_complete)"
@@ -74,7 +78,9 @@ def test_expression_conditions_and_metrics_not_yet_seen(repo: Path) -> None:
     controller = StageController(open_release(repo))
     # overall_accuracy is not reported until epoch 5: the comparison is false until then
     switches = run_epochs(
-        controller, range(1, 8), lambda e: {"loss": 0.05} | ({"overall_accuracy": 0.9} if e >= 5 else {})
+        controller,
+        range(1, 8),
+        lambda e: {"loss": 0.05} | ({"overall_accuracy": 0.9} if e >= 5 else {}),
     )
     assert switches == [(5, "pretraining", "finetuning")]
     assert events(repo)[-1]["condition"] == "loss < 0.1 and overall_accuracy > 0.8"
@@ -110,9 +116,17 @@ def test_start_activates_the_default_stage_when_none_is_active(repo: Path) -> No
     release = open_release(repo)
     assert StageController(release).start() == "pretraining"
     active = release.read_active()
-    assert active is not None and active.switch_reason == "training_start" and active.activated_by == "system"
+    assert (
+        active is not None
+        and active.switch_reason == "training_start"
+        and active.activated_by == "system"
+    )
     (event,) = events(repo)
-    assert event["from_stage"] is None and event["to_stage"] == "pretraining" and event["condition"] == "start"
+    assert (
+        event["from_stage"] is None
+        and event["to_stage"] == "pretraining"
+        and event["condition"] == "start"
+    )
 
 
 def test_next_stage_gets_an_estimated_time_from_the_epoch_pace(repo: Path) -> None:

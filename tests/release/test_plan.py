@@ -20,13 +20,22 @@ def test_categories_match_by_name_prefix_and_others_catches_the_rest() -> None:
 
 
 def test_data_ratio_splits_a_category_among_its_datasets() -> None:
-    config = DatasetConfig.model_validate({
-        "meta": {"stage_config": {"data_ratio": {"highway": 0.5, "urban": 0.5}}},
-        "dataset_index": [{"name": "highway_a", "path": "a"}, {"name": "highway_b", "path": "b"},
-                          {"name": "urban_c", "path": "c"}],
-    })
+    config = DatasetConfig.model_validate(
+        {
+            "meta": {"stage_config": {"data_ratio": {"highway": 0.5, "urban": 0.5}}},
+            "dataset_index": [
+                {"name": "highway_a", "path": "a"},
+                {"name": "highway_b", "path": "b"},
+                {"name": "urban_c", "path": "c"},
+            ],
+        }
+    )
     weights, source, _ = target_weights(config)
-    assert source == "data_ratio" and weights == {"highway_a": 0.25, "highway_b": 0.25, "urban_c": 0.5}
+    assert source == "data_ratio" and weights == {
+        "highway_a": 0.25,
+        "highway_b": 0.25,
+        "urban_c": 0.5,
+    }
 
 
 def test_preview_counts_the_example_files(repo: Path) -> None:
@@ -35,8 +44,11 @@ def test_preview_counts_the_example_files(repo: Path) -> None:
     plan = plan_stage(config, release.dataset_location)
     got = {d.name: (d.samples, d.expected) for d in plan.datasets}
     # supply / weight: toll 250 / 0.6 = 417, intersection 120 / 0.3 = 400 (binding), merge 60 / 0.1
-    assert got == {"toll_station_scenarios_refined": (50, 240), "intersection_complex_cases": (40, 120),
-                   "merge_lane_cases": (30, 40)}
+    assert got == {
+        "toll_station_scenarios_refined": (50, 240),
+        "intersection_complex_cases": (40, 120),
+        "merge_lane_cases": (30, 40),
+    }
     assert plan.total == 400
 
 

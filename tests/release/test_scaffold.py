@@ -23,9 +23,18 @@ def load(path: Path) -> DatasetConfig:
 
 
 def test_init_lays_out_the_seed_repo(repo: Path) -> None:
-    for rel in ["training_dataset.json", "stage_config.yaml", "active_stage.yaml", "stages/pretraining.json",
-                "stages/finetuning.json", "stages/evaluation.json", "stages/online_learning.json",
-                "stages/ab_testing/variant_a.json", "stages/ab_testing/variant_b.json", ".gitignore"]:
+    for rel in [
+        "training_dataset.json",
+        "stage_config.yaml",
+        "active_stage.yaml",
+        "stages/pretraining.json",
+        "stages/finetuning.json",
+        "stages/evaluation.json",
+        "stages/online_learning.json",
+        "stages/ab_testing/variant_a.json",
+        "stages/ab_testing/variant_b.json",
+        ".gitignore",
+    ]:
         assert (repo / rel).is_file(), rel
     assert len(list((repo / "data").glob("*.jsonl"))) == 10
     assert "{created_at}" not in (repo / "stages" / "pretraining.json").read_text()
@@ -44,8 +53,11 @@ def test_every_template_loads() -> None:
 
 
 def test_generate_from_base_weights_datasets_by_category(repo: Path) -> None:
-    config, notes = generate_from_base(load(repo / "training_dataset.json"), "pretraining",
-                                       parse_ratios("highway:0.4,urban:0.3,parking:0.3"))
+    config, notes = generate_from_base(
+        load(repo / "training_dataset.json"),
+        "pretraining",
+        parse_ratios("highway:0.4,urban:0.3,parking:0.3"),
+    )
     weights = {d.name: (d.enabled, d.stage_weight) for d in config.dataset_index}
     assert weights == {"highway_foundation_large": (True, 0.4), "urban_scenarios_base": (True, 0.3)}
     assert config.meta is not None and config.meta.stage == "pretraining"
@@ -62,7 +74,8 @@ def test_bad_ratios_are_refused(text: str) -> None:
 def test_a_repo_template_takes_precedence(repo: Path) -> None:
     (repo / "templates").mkdir()
     (repo / "templates" / "finetuning_template.json").write_text(
-        json.dumps({"dataset_index": [{"name": "custom", "path": "data/custom.jsonl"}]}))
+        json.dumps({"dataset_index": [{"name": "custom", "path": "data/custom.jsonl"}]})
+    )
     assert [d.name for d in load_template("finetuning", repo).dataset_index] == ["custom"]
     with pytest.raises(ConfigError, match="no template named 'nope'"):
         load_template("nope", repo)

@@ -46,11 +46,25 @@ def test_switch_records_history_and_a_seed_shaped_event(repo: Path) -> None:
     assert active.current_stage == "finetuning" and active.activated_by == "user"
     assert active.switch_reason == "manual_switch"
     first, second = active.history
-    assert first.stage == "pretraining" and first.deactivated_at is not None and first.duration is not None
-    assert second.stage == "finetuning" and second.deactivated_at is None and second.duration is None
+    assert (
+        first.stage == "pretraining"
+        and first.deactivated_at is not None
+        and first.duration is not None
+    )
+    assert (
+        second.stage == "finetuning" and second.deactivated_at is None and second.duration is None
+    )
     assert active.next_stage is not None and active.next_stage.predicted_stage == "evaluation"
     (event,) = read_events(repo)
-    assert list(event)[:7] == ["timestamp", "event", "from_stage", "to_stage", "trigger", "condition", "metadata"]
+    assert list(event)[:7] == [
+        "timestamp",
+        "event",
+        "from_stage",
+        "to_stage",
+        "trigger",
+        "condition",
+        "metadata",
+    ]
     assert event["event"] == "stage_switch" and event["trigger"] == "manual"
     assert (event["from_stage"], event["to_stage"]) == ("pretraining", "finetuning")
 
@@ -118,7 +132,9 @@ def test_eight_processes_switching_concurrently_lose_nothing(repo: Path, tmp_pat
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     initial = len(read_active(repo).history)
-    workers = [subprocess.Popen([sys.executable, str(script), str(repo), str(w), "50"]) for w in range(8)]
+    workers = [
+        subprocess.Popen([sys.executable, str(script), str(repo), str(w), "50"]) for w in range(8)
+    ]
     assert [w.wait(timeout=600) for w in workers] == [0] * 8
     active = read_active(repo)
     assert len(active.history) == initial + 400
@@ -128,7 +144,9 @@ def test_eight_processes_switching_concurrently_lose_nothing(repo: Path, tmp_pat
     assert all(f"worker {w} switch {i}" in reasons for w in range(8) for i in range(50))
 
 
-def test_a_switching_process_killed_mid_write_leaves_valid_state(repo: Path, tmp_path: Path) -> None:
+def test_a_switching_process_killed_mid_write_leaves_valid_state(
+    repo: Path, tmp_path: Path
+) -> None:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     rng = random.Random(7)

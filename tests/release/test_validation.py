@@ -47,13 +47,18 @@ def test_several_problems_in_several_files_are_reported_together(repo: Path) -> 
 
     edit_json(repo / "stages" / "finetuning.json", break_finetuning)
     config = repo / "stage_config.yaml"
-    config.write_text(config.read_text().replace('default_stage: "pretraining"', 'default_stage: "pretrain"')
-                      .replace('condition: "training_complete"', 'condition: "loss <"'))
+    config.write_text(
+        config.read_text()
+        .replace('default_stage: "pretraining"', 'default_stage: "pretrain"')
+        .replace('condition: "training_complete"', 'condition: "loss <"')
+    )
     found = findings(repo)
     errors = [(key, message) for severity, key, message in found if severity == "error"]
     assert ("default_stage", "stage 'pretrain' is not defined under 'stages'") in errors
-    assert any(key == "stages.evaluation.auto_switch_conditions[0].condition" and "ends too early" in m
-               for key, m in errors)
+    assert any(
+        key == "stages.evaluation.auto_switch_conditions[0].condition" and "ends too early" in m
+        for key, m in errors
+    )
     assert any(key == "dataset_index[1].name" and "used more than once" in m for key, m in errors)
     assert any(key == "dataset_index[2].path" and "does not exist" in m for key, m in errors)
     warnings = [(key, message) for severity, key, message in found if severity == "warning"]
@@ -73,12 +78,16 @@ def test_weight_findings(repo: Path) -> None:
             entry["stage_weight"] = 1
 
     edit_json(repo / "stages" / "pretraining.json", unnormalised)
-    assert any(s == "warning" and "sum to 4; they are normalised" in m for s, _, m in findings(repo))
+    assert any(
+        s == "warning" and "sum to 4; they are normalised" in m for s, _, m in findings(repo)
+    )
 
 
 def test_epochs_off_the_check_interval_and_shared_priorities_warn(repo: Path) -> None:
     config = repo / "stage_config.yaml"
-    config.write_text(config.read_text().replace("epoch: 50", "epoch: 55").replace("priority: 3", "priority: 2"))
+    config.write_text(
+        config.read_text().replace("epoch: 50", "epoch: 55").replace("priority: 3", "priority: 2")
+    )
     warnings = [m for s, _, m in findings(repo) if s == "warning"]
     assert any("switch happens at epoch 60" in m for m in warnings)
     assert any("priority 2 is shared" in m for m in warnings)
@@ -86,14 +95,22 @@ def test_epochs_off_the_check_interval_and_shared_priorities_warn(repo: Path) ->
 
 def test_a_mistyped_condition_name_is_caught(repo: Path) -> None:
     config = repo / "stage_config.yaml"
-    config.write_text(config.read_text() + 'conditions:\n  pretraining_complete: "loss < 0.1"\n'
-                      .replace("pretraining_complete", "pretraining_completed"))
-    assert any("did you mean" not in m and "'pretraining_complete' is not a defined condition" in m
-               for _, _, m in findings(repo))
+    config.write_text(
+        config.read_text()
+        + 'conditions:\n  pretraining_complete: "loss < 0.1"\n'.replace(
+            "pretraining_complete", "pretraining_completed"
+        )
+    )
+    assert any(
+        "did you mean" not in m and "'pretraining_complete' is not a defined condition" in m
+        for _, _, m in findings(repo)
+    )
 
 
 def test_unreferenced_stage_files_warn(repo: Path) -> None:
-    (repo / "stages" / "old_experiment.json").write_text((repo / "stages" / "evaluation.json").read_text())
+    (repo / "stages" / "old_experiment.json").write_text(
+        (repo / "stages" / "evaluation.json").read_text()
+    )
     assert ("warning", None, "no stage in stage_config.yaml uses this file") in findings(repo)
 
 

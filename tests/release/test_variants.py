@@ -10,8 +10,10 @@ from stagewise.release.variants import choose_variant
 
 
 def share_of_a(weights: tuple[float, float], runs: int = 4000) -> float:
-    variants = {"variant_a": Variant(config_file="a.json", weight=weights[0]),
-                "variant_b": Variant(config_file="b.json", weight=weights[1])}
+    variants = {
+        "variant_a": Variant(config_file="a.json", weight=weights[0]),
+        "variant_b": Variant(config_file="b.json", weight=weights[1]),
+    }
     picks = [choose_variant("ab_testing", variants, f"run-{i}") for i in range(runs)]
     return picks.count("variant_a") / runs
 

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from stagewise.store.atomic import StorageWriteError, append_line, atomic_write, remove_stale_temporaries
+from stagewise.store.atomic import (
+    StorageWriteError,
+    append_line,
+    atomic_write,
+    remove_stale_temporaries,
+)
 
 
 def test_atomic_write_replaces_content_and_keeps_the_mode(tmp_path: Path) -> None:

@@ -93,7 +93,11 @@ def open_release(
 
 class Release:
     def __init__(
-        self, source: ReleaseSource, stage_config_name: str = STAGE_CONFIG, *, home: Path | None = None
+        self,
+        source: ReleaseSource,
+        stage_config_name: str = STAGE_CONFIG,
+        *,
+        home: Path | None = None,
     ) -> None:
         self.source = source
         self.stage_config_name = stage_config_name
