@@ -7,7 +7,7 @@ without a traceback and exits 2; ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 Severity = Literal["error", "warning"]
@@ -111,21 +111,3 @@ class ReadOnlyReleaseError(StageError):
 
 class StateLockTimeoutError(StageError):
     """The lock that guards a release's state files was not free in time."""
-
-
-@dataclass
-class ProblemCollector:
-    """Gathers problems so that a whole config is checked before anything is reported."""
-
-    problems: list[Problem] = field(default_factory=list)
-
-    def add(self, message: str, **where: object) -> None:
-        self.problems.append(Problem(message, **where))  # type: ignore[arg-type]
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]

@@ -155,3 +155,17 @@ def test_a_stage_with_variants_gets_the_run_ids_variant(repo: Path) -> None:
     expected = release.pick_variant("ab_testing", run_id="run-7")
     assert decision.variant == expected and release.read_active().current_variant == expected  # type: ignore[union-attr]
     assert release.resolve({"TRAINING_STAGE": "auto"}).variant == expected
+
+
+def test_ab_variant_applies_only_to_stages_with_variants(repo: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def change(data: dict[str, Any]) -> None:
+        data["stages"]["ab_testing"]["priority"] = 3
+        data["stages"]["ab_testing"]["auto_switch_conditions"] = [{"epoch": 100}]
+        data["switch_strategy"]["check_interval"] = 50
+
+    edit_stage_config(repo, change)
+    monkeypatch.setenv("AB_VARIANT", "variant_b")
+    release = open_release(repo)
+    switches = run_epochs(StageController(release, run_id="r"), range(1, 101))
+    assert switches == [(50, "pretraining", "finetuning"), (100, "finetuning", "ab_testing")]
+    assert release.read_active().current_variant == "variant_b"  # type: ignore[union-attr]

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
+import enum
 import sys
 from pathlib import Path
 
 import typer
 
 from stagewise.cli.output import console, print_json, render_problem, table
-from stagewise.config.active import ActivatedBy
-from stagewise.errors import StagewiseError
 from stagewise.release import Release, open_release
 from stagewise.release.plan import plan_stage
 from stagewise.release.report import format_duration, render_report
@@ -33,7 +31,15 @@ RepoOption = typer.Option(
 )
 RefOption = typer.Option(None, "--ref", help="Read the repo as it was at this git tag or commit.")
 JsonOption = typer.Option(False, "--json", help="Print JSON instead of tables.")
-ByOption = typer.Option("user", "--by", help="Who switches: user, system or scheduler.")
+
+
+class By(enum.StrEnum):
+    user = "user"
+    system = "system"
+    scheduler = "scheduler"
+
+
+ByOption = typer.Option(By.user, "--by", help="Who switches (recorded as activated_by).")
 
 
 def _open(repo: str | None, ref: str | None = None) -> Release:
@@ -321,13 +327,14 @@ def history(
 def _switch(
     stage: str,
     reason: str | None,
-    by: str,
+    by: By,
     variant: str | None,
     run_id: str | None,
     repo: str | None,
 ) -> None:
-    by_value = _by(by)
-    result = switch(_open(repo), stage, reason=reason, by=by_value, variant=variant, run_id=run_id)
+    release = _open(repo)
+    variant = variant or release.env_variant(stage)
+    result = switch(release, stage, reason=reason, by=by.value, variant=variant, run_id=run_id)
     variant_text = f" (variant {result.variant})" if result.variant else ""
     if result.from_stage == result.to_stage:
         console.print(f"{stage}{variant_text} was already active; re-activated and recorded")
@@ -336,12 +343,6 @@ def _switch(
             f"switched {result.from_stage or '(none)'} -> [bold]{stage}[/bold]{variant_text}"
             + (f": {reason}" if reason else "")
         )
-
-
-def _by(by: str) -> ActivatedBy:
-    if by not in ("user", "system", "scheduler"):
-        raise StagewiseError(f"--by must be user, system or scheduler, not {by!r}", location="--by")
-    return by  # type: ignore[return-value]
 
 
 VariantOption = typer.Option(
@@ -359,38 +360,38 @@ def switch_command(
     reason: str | None = typer.Option(
         None, "--reason", help="Why (kept in the history and the event log)."
     ),
-    by: str = ByOption,
+    by: By = ByOption,
     variant: str | None = VariantOption,
     run_id: str | None = RunIdOption,
     repo: str | None = RepoOption,
 ) -> None:
     """Activate a stage: records a history entry and a stage_switch event."""
-    _switch(stage, reason, by, variant or _env_variant(), run_id, repo)
+    _switch(stage, reason, by, variant, run_id, repo)
 
 
 @app.command("switch-stage", help="Same as 'switch' (seed 000's name).")
 def switch_alias(
     stage: str = typer.Argument(..., help="The stage to activate."),
     reason: str | None = typer.Option(None, "--reason", help="Why."),
-    by: str = ByOption,
+    by: By = ByOption,
     variant: str | None = VariantOption,
     run_id: str | None = RunIdOption,
     repo: str | None = RepoOption,
 ) -> None:
-    _switch(stage, reason, by, variant or _env_variant(), run_id, repo)
+    _switch(stage, reason, by, variant, run_id, repo)
 
 
 @app.command()
 def activate(
     stage: str = typer.Argument(..., help="The stage to activate."),
     reason: str = typer.Option(..., "--reason", help="Why (required)."),
-    by: str = ByOption,
+    by: By = ByOption,
     variant: str | None = VariantOption,
     run_id: str | None = RunIdOption,
     repo: str | None = RepoOption,
 ) -> None:
     """Activate a stage with a stated reason (seed 000's manual activation)."""
-    _switch(stage, reason, by, variant or _env_variant(), run_id, repo)
+    _switch(stage, reason, by, variant, run_id, repo)
 
 
 @app.command("rollback")
@@ -398,13 +399,9 @@ def rollback_command(
     reason: str | None = typer.Option(
         None, "--reason", help="Why (default: 'rollback from <stage>')."
     ),
-    by: str = ByOption,
+    by: By = ByOption,
     repo: str | None = RepoOption,
 ) -> None:
     """Go back to the stage active before the current one (recorded as a switch)."""
-    result = rollback(_open(repo), reason=reason, by=_by(by))
+    result = rollback(_open(repo), reason=reason, by=by.value)
     console.print(f"rolled back {result.from_stage} -> [bold]{result.to_stage}[/bold]")
-
-
-def _env_variant() -> str | None:
-    return os.environ.get("AB_VARIANT") or None

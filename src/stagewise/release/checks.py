@@ -13,13 +13,17 @@ from stagewise.config import DatasetConfig, Document, FormatModel, StageConfig, 
 from stagewise.config.active import ActiveStage
 from stagewise.config.base import suggest
 from stagewise.config.loading import KeyPath
-from stagewise.errors import ConfigError, Problem
+from stagewise.errors import ConfigError, Problem, Severity
 from stagewise.release import conditions
 from stagewise.release.plan import category_of
 
 
 def _at(
-    doc: Document, path: KeyPath, message: str, hint: str | None = None, severity: str = "error"
+    doc: Document,
+    path: KeyPath,
+    message: str,
+    hint: str | None = None,
+    severity: Severity = "error",
 ) -> Problem:
     return Problem(
         message,
@@ -28,7 +32,7 @@ def _at(
         key=format_key(path) or None,
         hint=hint,
         severity=severity,
-    )  # type: ignore[arg-type]
+    )
 
 
 def unknown_keys(model: FormatModel, doc: Document) -> list[Problem]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from stagewise.config import AutoSwitchCondition
+from stagewise.config import AutoSwitchCondition, NextStage
 from stagewise.release import conditions
 from stagewise.release.repo import ACTIVE_STAGE, LOCK_FILE, Release, save_model
 from stagewise.release.switching import (
@@ -84,7 +84,7 @@ class StageController:
             reason="training_start",
             by="system",
             trigger="auto",
-            variant=self.variant,
+            variant=self._variant_for(stage),
             run_id=self.run_id,
             condition="start",
             metadata={"epoch": 0},
@@ -108,7 +108,7 @@ class StageController:
                     reason=f"auto: {why}",
                     by="system",
                     trigger="auto",
-                    variant=self.variant,
+                    variant=self._variant_for(stage),
                     run_id=self.run_id,
                     condition=why,
                     metadata={"epoch": epoch, **metrics},
@@ -132,6 +132,13 @@ class StageController:
             return True
         return conditions.evaluate(conditions.parse(entry.condition), values, self.named)
 
+    def _variant_for(self, stage: str) -> str | None:
+        """The controller's variant, else AB_VARIANT; only for stages that have variants
+        (without either, the run id picks one)."""
+        if not self.release.stage(stage).variants:
+            return None
+        return self.variant or self.release.env_variant(stage)
+
     def seconds_per_epoch(self) -> float | None:
         """The mean wall time of the observed epochs, once two have been observed."""
         if len(self._epoch_marks) < 2:
@@ -143,7 +150,7 @@ class StageController:
         epochs = last_epoch - first_epoch
         return (last_time - first_time) / epochs if epochs > 0 else None
 
-    def _prediction(self, stage: str, epoch: int):  # type: ignore[no-untyped-def]
+    def _prediction(self, stage: str, epoch: int) -> NextStage | None:
         return predict_next(
             self.config,
             stage,

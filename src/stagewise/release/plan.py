@@ -13,9 +13,11 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import BinaryIO
 
-from stagewise.config import DatasetConfig, DatasetEntry
+from stagewise.config import DatasetConfig
 from stagewise.data.mixture import Source, allocate
+from stagewise.errors import ConfigError
 from stagewise.store import locations
 
 PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
@@ -86,11 +88,11 @@ def target_weights(
         for category in categories.values():
             if category is not None:
                 members[category] = members.get(category, 0) + 1
-        weights = {
+        weights: dict[str, float | None] = {
             name: (float(ratios[c]) / members[c] if c is not None else 0.0)
             for name, c in categories.items()
         }
-        return weights, "data_ratio", categories  # type: ignore[return-value]
+        return weights, "data_ratio", categories
     return {d.name: None for d in enabled}, "none", categories
 
 
@@ -99,44 +101,47 @@ def count_samples(location: str) -> tuple[int | None, str | None]:
     lowered = location.lower()
     if not lowered.endswith((".jsonl", ".jsonlines", ".ndjson", ".json", ".csv")):
         return None, "format not counted here"
+    if not locations.is_url(location) and not os.path.isfile(location):
+        return None, "file not found"
     try:
-        if locations.is_url(location):
-            fs, path = locations.filesystem(location)
-            opener: Callable[[], object] = lambda: fs.open(path, "rb")  # noqa: E731
-        else:
-            if not os.path.isfile(location):
-                return None, "file not found"
-            opener = lambda: open(location, "rb")  # noqa: E731, SIM115
-        with opener() as handle:  # type: ignore[attr-defined]
+        with _open_binary(location) as handle:
             if lowered.endswith(".json"):
-                head = handle.read(1)
-                rest = handle.read()
-                if head == b"[":
-                    return len(json.loads(head + rest)), None
-                return sum(1 for line in (head + rest).splitlines() if line.strip()), None
+                data = handle.read()
+                if data.lstrip()[:1] == b"[":
+                    return len(json.loads(data)), None
+                return sum(1 for line in data.splitlines() if line.strip()), None
             rows = sum(1 for line in handle if line.strip())
             return (max(rows - 1, 0) if lowered.endswith(".csv") else rows), None
     except Exception as exc:  # a preview reports what it cannot read rather than failing
         return None, f"not readable: {type(exc).__name__}"
 
 
+def _open_binary(location: str) -> BinaryIO:
+    if locations.is_url(location):
+        fs, path = locations.filesystem(location)
+        return fs.open(path, "rb")  # type: ignore[no-any-return]
+    return open(location, "rb")  # the caller closes it
+
+
 def plan_stage(
     config: DatasetConfig, resolve_location: Callable[[str], str], *, count_remote: bool = False
 ) -> StagePlan:
+    """Weights, sample counts and expected per-epoch counts of one dataset config."""
     weights, weighting, categories = target_weights(config)
     cap = config.stage_config.max_clips_per_dataset
-    notes: dict[str, str | None] = {}
-    sizes: dict[str, int | None] = {}
+    counted: dict[str, tuple[int | None, str | None]] = {}
     for entry in config.enabled_datasets:
         where = resolve_location(entry.location)
-        if locations.is_url(where) and not count_remote:
-            sizes[entry.name], notes[entry.name] = None, "remote: not counted (--count-remote)"
-        else:
-            sizes[entry.name], notes[entry.name] = count_samples(where)
+        remote_skipped = locations.is_url(where) and not count_remote
+        counted[entry.name] = (
+            (None, "remote: not counted (--count-remote)")
+            if remote_skipped
+            else count_samples(where)
+        )
     sources = [
         Source(
             d.name,
-            sizes[d.name],
+            counted[d.name][0],
             float(d.duplicate),
             cap,
             weights[d.name],
@@ -144,28 +149,29 @@ def plan_stage(
         )
         for d in config.enabled_datasets
     ]
-    allocations = {a.name: a for a in allocate(sources)} if sources else {}
-    plans = [
-        _plan(d, resolve_location, categories, allocations, sizes, notes, cap)
-        for d in config.dataset_index
-    ]
+    try:
+        allocations = {a.name: a for a in allocate(sources)}
+    except ValueError as exc:
+        raise ConfigError(
+            str(exc), location="dataset_index", hint="give a dataset a weight above 0"
+        ) from None
+    plans = []
+    for d in config.dataset_index:
+        allocation = allocations.get(d.name) if d.enabled else None
+        samples, note = counted.get(d.name, (None, None))
+        plans.append(
+            DatasetPlan(
+                name=d.name,
+                location=resolve_location(d.location),
+                enabled=d.enabled,
+                category=categories.get(d.name),
+                samples=samples,
+                duplicate=float(d.duplicate),
+                cap=cap,
+                weight=None if d.stage_weight is None else float(d.stage_weight),
+                share=allocation.share if allocation else None,
+                expected=allocation.count if allocation else (None if d.enabled else 0),
+                note=note if d.enabled else "disabled",
+            )
+        )
     return StagePlan(plans, weighting)
-
-
-def _plan(
-    d: DatasetEntry, resolve_location, categories, allocations, sizes, notes, cap
-) -> DatasetPlan:  # type: ignore[no-untyped-def]
-    allocation = allocations.get(d.name) if d.enabled else None
-    return DatasetPlan(
-        name=d.name,
-        location=resolve_location(d.location),
-        enabled=d.enabled,
-        category=categories.get(d.name),
-        samples=sizes.get(d.name),
-        duplicate=float(d.duplicate),
-        cap=cap,
-        weight=None if d.stage_weight is None else float(d.stage_weight),
-        share=allocation.share if allocation else None,
-        expected=allocation.count if allocation else (0 if not d.enabled else None),
-        note=notes.get(d.name) if d.enabled else "disabled",
-    )

@@ -235,6 +235,11 @@ class Release:
             return choose_variant(stage, definition.variants, run_id)
         return None
 
+    def env_variant(self, stage: str, env: Mapping[str, str] | None = None) -> str | None:
+        """``AB_VARIANT``, for a stage that has variants (other stages ignore it)."""
+        env = os.environ if env is None else env
+        return (env.get("AB_VARIANT") or None) if self.stage(stage).variants else None
+
     def require_writable(self) -> Path:
         if not self.source.writable or self.root is None:
             raise ReadOnlyReleaseError(
@@ -252,14 +257,13 @@ class Release:
         """The dataset config to train on under ``env`` (default: os.environ)."""
         env = os.environ if env is None else env
         stage_env = env.get("TRAINING_STAGE") or None
-        variant_env = env.get("AB_VARIANT") or None
         run_id = run_id or env.get("STAGEWISE_RUN_ID") or None
 
         forced = env.get("FORCE_DATASET_CONFIG")
         if forced:
             return self._resolve_forced(forced, stage_env)
         if stage_env and stage_env != "auto":
-            variant = self.pick_variant(stage_env, variant_env, run_id)
+            variant = self.pick_variant(stage_env, self.env_variant(stage_env, env), run_id)
             if variant is None and self.stage(stage_env).variants:
                 active = self.read_active()
                 if active and active.current_stage == stage_env:
@@ -277,7 +281,7 @@ class Release:
         config = self.stage_config
         if config is not None and (stage_env == "auto" or not has_default):
             stage = config.initial_stage
-            variant = self.pick_variant(stage, variant_env, run_id)
+            variant = self.pick_variant(stage, self.env_variant(stage, env), run_id)
             return self._resolve_stage(
                 stage, variant, "default_stage", "no active stage yet: the default stage"
             )

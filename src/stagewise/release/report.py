@@ -8,7 +8,7 @@ from datetime import datetime
 from stagewise.errors import StagewiseError
 from stagewise.release.plan import plan_stage
 from stagewise.release.repo import Release
-from stagewise.release.switching import condition_text, predict_next, timestamp
+from stagewise.release.switching import condition_text, parse_time, predict_next, timestamp
 
 
 def format_duration(seconds: float | None) -> str:
@@ -81,8 +81,6 @@ def render_report(release: Release) -> str:
     for i, h in enumerate(history, 1):
         duration = h.duration
         if duration is None and h.deactivated_at is None:
-            from stagewise.release.switching import parse_time
-
             started = parse_time(h.activated_at)
             duration = (now - started).total_seconds() if started else None
             shown = f"{format_duration(duration)} (active)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from stagewise.config import (
@@ -54,7 +55,7 @@ def _template_files() -> dict[str, str]:
     root = resources.files("stagewise.release") / "templates"
     found: dict[str, str] = {}
 
-    def walk(node, prefix: str) -> None:  # type: ignore[no-untyped-def]
+    def walk(node: Traversable, prefix: str) -> None:
         for child in node.iterdir():
             if child.is_dir():
                 walk(child, f"{prefix}{child.name}/")

@@ -10,8 +10,17 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stagewise.config import ActiveStage, DatasetConfig, Document, StageConfig, load_model
+from stagewise.config import (
+    ActiveStage,
+    DatasetConfig,
+    Document,
+    StageConfig,
+    format_key,
+    load_model,
+    parse_document,
+)
 from stagewise.config.base import FormatModel, M
+from stagewise.config.loading import KeyPath
 from stagewise.errors import ConfigError, Problem, StagewiseError
 from stagewise.release.checks import (
     active_problems,
@@ -91,8 +100,6 @@ def validate_file(release: Release, path: str) -> Report:
         raw = local.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read the file: {exc.strerror}", location=shown) from None
-    from stagewise.config import parse_document
-
     report.files.append(shown)
     try:
         doc = parse_document(raw, shown)
@@ -149,8 +156,8 @@ def _as_problem(exc: StagewiseError, file: str) -> Problem:
 
 
 def _validate_dataset_file(
-    release: Release, rel: str, report: Report, parent: Document, key: tuple
-) -> None:  # type: ignore[type-arg]
+    release: Release, rel: str, report: Report, parent: Document, key: KeyPath
+) -> None:
     try:
         doc = release.read_document(rel) if not locations.is_url(rel) else None
     except StagewiseError as exc:
@@ -159,8 +166,6 @@ def _validate_dataset_file(
     if locations.is_url(rel):
         return  # a remote config is checked when it is resolved
     if doc is None:
-        from stagewise.config import format_key
-
         report.problems.append(
             Problem(
                 f"config_file {rel!r} does not exist",
