@@ -100,7 +100,11 @@ def status(
         )
 
 
-def _list(repo: str | None, ref: str | None, as_json: bool) -> None:
+@app.command("list")
+def list_stages(
+    repo: str | None = RepoOption, ref: str | None = RefOption, as_json: bool = JsonOption
+) -> None:
+    """List the stages in training order, with their configs and switch conditions."""
     release = _open(repo, ref)
     config = release.require_stage_config()
     active = release.read_active()
@@ -150,19 +154,7 @@ def _list(repo: str | None, ref: str | None, as_json: bool) -> None:
     )
 
 
-@app.command("list")
-def list_stages(
-    repo: str | None = RepoOption, ref: str | None = RefOption, as_json: bool = JsonOption
-) -> None:
-    """List the stages in training order, with their configs and switch conditions."""
-    _list(repo, ref, as_json)
-
-
-@app.command("list-stages", help="Same as 'list' (seed 000's name).")
-def list_stages_alias(
-    repo: str | None = RepoOption, ref: str | None = RefOption, as_json: bool = JsonOption
-) -> None:
-    _list(repo, ref, as_json)
+app.command("list-stages", help="Same as 'list' (seed 000's name).")(list_stages)
 
 
 @app.command()
@@ -191,38 +183,7 @@ def preview(
         return
     sc = config.stage_config
     title = f"{stage}" + (f" / {variant}" if variant else "") + f"  ({shown})"
-    console.print(
-        table(
-            title,
-            [
-                "dataset",
-                "location",
-                "enabled",
-                "stage_weight",
-                "share",
-                "duplicate",
-                "cap",
-                "samples",
-                "expected",
-                "note",
-            ],
-            [
-                [
-                    p.name,
-                    p.location,
-                    "yes" if p.enabled else "no",
-                    p.weight,
-                    f"{p.share:.1%}" if p.share is not None else None,
-                    f"{p.duplicate:g}",
-                    p.cap,
-                    p.samples,
-                    p.expected,
-                    p.note,
-                ]
-                for p in plan.datasets
-            ],
-        )
-    )
+    console.print(table(title, list(plan.COLUMNS), plan.rows()))
     total = plan.total if plan.total is not None else "unknown"
     console.print(
         f"weights from: {plan.weighting}; sampling: {sc.sampling_strategy or '-'}; "
@@ -230,7 +191,18 @@ def preview(
     )
 
 
-def _validate(file: Path | None, repo: str | None, ref: str | None, as_json: bool) -> None:
+FileArgument = typer.Argument(None, help="One file to check; default: the whole repo.")
+
+
+@app.command()
+def validate(
+    file: Path | None = FileArgument,
+    repo: str | None = RepoOption,
+    ref: str | None = RefOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Check the repo (or one file): schema, files, names, weights, references, conditions.
+    Exits 1 when there are errors."""
     release = _open(repo, ref)
     report = validate_file(release, str(file)) if file else validate_release(release)
     if as_json:
@@ -247,29 +219,7 @@ def _validate(file: Path | None, repo: str | None, ref: str | None, as_json: boo
         raise typer.Exit(1)
 
 
-FileArgument = typer.Argument(None, help="One file to check; default: the whole repo.")
-
-
-@app.command()
-def validate(
-    file: Path | None = FileArgument,
-    repo: str | None = RepoOption,
-    ref: str | None = RefOption,
-    as_json: bool = JsonOption,
-) -> None:
-    """Check the repo (or one file): schema, files, names, weights, references, conditions.
-    Exits 1 when there are errors."""
-    _validate(file, repo, ref, as_json)
-
-
-@app.command("validate-config", help="Same as 'validate' (seed 000's name).")
-def validate_alias(
-    file: Path | None = FileArgument,
-    repo: str | None = RepoOption,
-    ref: str | None = RefOption,
-    as_json: bool = JsonOption,
-) -> None:
-    _validate(file, repo, ref, as_json)
+app.command("validate-config", help="Same as 'validate' (seed 000's name).")(validate)
 
 
 @app.command()
@@ -369,16 +319,7 @@ def switch_command(
     _switch(stage, reason, by, variant, run_id, repo)
 
 
-@app.command("switch-stage", help="Same as 'switch' (seed 000's name).")
-def switch_alias(
-    stage: str = typer.Argument(..., help="The stage to activate."),
-    reason: str | None = typer.Option(None, "--reason", help="Why."),
-    by: By = ByOption,
-    variant: str | None = VariantOption,
-    run_id: str | None = RunIdOption,
-    repo: str | None = RepoOption,
-) -> None:
-    _switch(stage, reason, by, variant, run_id, repo)
+app.command("switch-stage", help="Same as 'switch' (seed 000's name).")(switch_command)
 
 
 @app.command()

@@ -49,6 +49,37 @@ class StagePlan:
         counts = [d.expected for d in self.datasets if d.enabled]
         return None if any(c is None for c in counts) else sum(c or 0 for c in counts)
 
+    COLUMNS = (
+        "dataset",
+        "location",
+        "enabled",
+        "stage_weight",
+        "share",
+        "duplicate",
+        "cap",
+        "samples",
+        "expected",
+        "note",
+    )
+
+    def rows(self) -> list[list[object]]:
+        """The plan as table rows under :attr:`COLUMNS` (for the CLI and the report)."""
+        return [
+            [
+                d.name,
+                d.location,
+                "yes" if d.enabled else "no",
+                d.weight,
+                f"{d.share:.1%}" if d.share is not None else None,
+                f"{d.duplicate:g}",
+                d.cap,
+                d.samples,
+                d.expected,
+                d.note,
+            ]
+            for d in self.datasets
+        ]
+
     def to_dict(self) -> dict[str, object]:
         return {
             "weighting": self.weighting,

@@ -138,20 +138,6 @@ def render_report(release: Release) -> str:
             except StagewiseError as exc:
                 lines += [title, "", f"Cannot be read: {exc.headline} ({exc.location or ''})", ""]
                 continue
-            rows = [
-                [
-                    p.name,
-                    p.location,
-                    "yes" if p.enabled else "no",
-                    p.weight,
-                    f"{p.share:.1%}" if p.share is not None else None,
-                    f"{p.duplicate:g}",
-                    p.cap,
-                    p.samples,
-                    p.expected,
-                ]
-                for p in plan.datasets
-            ]
             lines += [
                 title,
                 "",
@@ -159,18 +145,5 @@ def render_report(release: Release) -> str:
                 f"per epoch: {plan.total if plan.total is not None else 'unknown'}.",
                 "",
             ]
-            lines += _table(
-                [
-                    "dataset",
-                    "location",
-                    "enabled",
-                    "stage_weight",
-                    "share",
-                    "duplicate",
-                    "cap",
-                    "samples",
-                    "expected",
-                ],
-                rows,
-            )
+            lines += _table(list(plan.COLUMNS), plan.rows())
     return "\n".join(lines)
