@@ -6,6 +6,7 @@ where there is one) and whose hint says how to fix it; nothing else may escape.
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -249,7 +250,7 @@ def test_plain_tags_are_allowed() -> None:
 def billion_laughs(levels: int = 10, fanout: int = 10) -> str:
     names = [f"l{i}" for i in range(levels)]
     lines = [f"{names[0]}: &{names[0]} [{', '.join(['lol'] * fanout)}]"]
-    for prev, name in zip(names, names[1:], strict=False):
+    for prev, name in itertools.pairwise(names):
         lines.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * fanout)}]")
     return "\n".join(lines) + "\n"
 
@@ -275,6 +276,7 @@ def test_an_alias_to_itself_is_refused() -> None:
     error = config_error("a: &x [1, *x]\n", "x.yaml")
     assert "refers to itself" in error.headline
     assert error.location == "x.yaml:1"
+    assert error.hint
 
 
 # ------------------------------------------------------------------ nesting
@@ -291,6 +293,7 @@ def test_deep_yaml_is_refused(text: str) -> None:
     error = config_error(text, "x.yaml")
     assert "nested more than" in error.headline
     assert error.location == "x.yaml:1"
+    assert error.hint
 
 
 def test_deep_block_yaml_names_the_line() -> None:
@@ -324,6 +327,7 @@ def test_very_deep_yaml_does_not_crash_the_process() -> None:
 def test_deep_json_is_refused(depth: int) -> None:
     error = config_error("[" * depth + "]" * depth, "x.json")
     assert "nested too deeply" in error.headline
+    assert error.hint
     error = config_error('{"a": ' * depth + "1" + "}" * depth, "x.json")
     assert "nested too deeply" in error.headline
 
@@ -371,11 +375,12 @@ def test_a_bom_in_a_seed_file_still_loads() -> None:
     assert load_model(ActiveStage, doc).current_stage == "pretraining"
 
 
-def test_control_characters_are_refused() -> None:
-    with pytest.raises(ConfigError):
-        parse_document("a: 1\x00\n", "x.yaml")
-    with pytest.raises(ConfigError):
-        parse_document('{"a": 1}\x00', "x.json")
+def test_control_characters_are_refused_with_their_line() -> None:
+    error = config_error("a: 1\nb: 2\x07\n", "x.yaml")
+    assert error.location == "x.yaml:2"
+    assert error.hint
+    assert config_error("a: 1\x00\n", "x.yaml").location == "x.yaml:1"
+    assert config_error('{"a": 1}\x00', "x.json").location == "x.json:1"
 
 
 # ------------------------------------------------------------------ numbers

@@ -98,10 +98,18 @@ def parse_yaml(text: str, source: str) -> Document:
             hint="check indentation, colons and quotes around that line",
         ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"the YAML does not parse: {exc}", location=source) from None
+        position = getattr(exc, "position", None)  # a ReaderError: a character not allowed
+        line = f":{text[:position].count(chr(10)) + 1}" if isinstance(position, int) else ""
+        raise ConfigError(
+            f"the YAML does not parse: {exc}",
+            location=f"{source}{line}",
+            hint="remove control characters and save the file as UTF-8 text",
+        ) from None
     except RecursionError:
         raise ConfigError(
-            f"the YAML is nested too deeply (more than {MAX_DEPTH} levels)", location=source
+            f"the YAML is nested too deeply (more than {MAX_DEPTH} levels)",
+            location=source,
+            hint="stagewise files need only a few levels; flatten the structure",
         ) from None
     doc = Document(data=None, source=source)
     if node is not None:
@@ -120,6 +128,7 @@ def _check_yaml_depth(text: str, source: str) -> None:
                 raise ConfigError(
                     f"the YAML is nested more than {MAX_DEPTH} levels deep",
                     location=f"{source}:{event.start_mark.line + 1}",
+                    hint="stagewise files need only a few levels; flatten the structure",
                 )
         elif isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
             depth -= 1
@@ -145,7 +154,11 @@ class _YamlBuilder:
                 hint="write the values out, or use fewer nested aliases",
             )
         if depth > MAX_DEPTH:
-            raise self.fail(f"the YAML is nested more than {MAX_DEPTH} levels deep", node)
+            raise self.fail(
+                f"the YAML is nested more than {MAX_DEPTH} levels deep",
+                node,
+                hint="stagewise files need only a few levels; flatten the structure",
+            )
         if node.tag not in _PLAIN_TAGS:
             raise self.fail(
                 f"the YAML tag {node.tag!r} is not allowed",
@@ -158,7 +171,11 @@ class _YamlBuilder:
                 return node.value  # dates stay as written; formats take them as strings
             return self.scalars.construct_object(node)
         if id(node) in stack:
-            raise self.fail("the YAML contains an alias that refers to itself", node)
+            raise self.fail(
+                "the YAML contains an alias that refers to itself",
+                node,
+                hint="write the value out instead of the '*' alias",
+            )
         stack = stack | {id(node)}
         if isinstance(node, yaml.SequenceNode):
             return [
@@ -179,7 +196,11 @@ class _YamlBuilder:
                 for source in sources:
                     value = self.build(source, path, depth + 1, stack)
                     if not isinstance(value, dict):
-                        raise self.fail("a '<<' merge key needs a mapping", value_node)
+                        raise self.fail(
+                            "a '<<' merge key needs a mapping",
+                            value_node,
+                            hint="merge an '&anchor' of a mapping, or write the keys out",
+                        )
                     merged = {**value, **merged}
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
@@ -247,7 +268,11 @@ def parse_json(text: str, source: str) -> Document:
             hint="write a finite number, or null",
         ) from None
     except RecursionError:
-        raise ConfigError("the JSON is nested too deeply", location=source) from None
+        raise ConfigError(
+            "the JSON is nested too deeply",
+            location=source,
+            hint="stagewise files need only a few levels; flatten the structure",
+        ) from None
     found: list[tuple[str, KeyPath, int]] = []
     lines = json_key_lines(text, found)
     if duplicates:
