@@ -3,8 +3,10 @@ stage manager, and the package's public names resolve."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = ("torch", "ray", "fastapi")
 
@@ -43,3 +45,16 @@ def test_public_names_resolve() -> None:
 
     for name in stagewise.__all__:
         assert getattr(stagewise, name) is not None
+
+
+def test_no_unsafe_loading_or_eval_in_the_source() -> None:
+    import stagewise
+
+    pattern = re.compile(r"yaml\.(load|unsafe_load|full_load)\(|\beval\(|\bexec\(|pickle\.loads?\(")
+    offenders = [
+        f"{path}:{number}"
+        for path in Path(stagewise.__file__).parent.rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert offenders == []
