@@ -105,6 +105,10 @@ class StageNotFoundError(StageError):
     """A stage name is not defined in stage_config.yaml."""
 
 
+class StageChangedError(StageError):
+    """A conditional switch found that another process had switched first."""
+
+
 class ReadOnlyReleaseError(StageError):
     """A write was asked of a release that is read-only (remote, or read at a git ref)."""
 

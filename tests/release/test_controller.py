@@ -140,7 +140,7 @@ def test_next_stage_gets_an_estimated_time_from_the_epoch_pace(repo: Path) -> No
     controller.observe(epoch=2, metrics={"loss": 0.9})
     next_stage = release.read_active().next_stage  # type: ignore[union-attr]
     assert next_stage is not None and next_stage.estimated_switch_time is not None
-    assert next_stage.conditions == ["epoch >= 50", "pretraining_complete"]
+    assert next_stage.conditions == ["epoch >= 50 (pretraining_complete)"]
 
 
 def test_a_stage_with_variants_gets_the_run_ids_variant(repo: Path) -> None:
@@ -152,7 +152,7 @@ def test_a_stage_with_variants_gets_the_run_ids_variant(repo: Path) -> None:
     release = open_release(repo)
     decision = StageController(release, run_id="run-7").observe(epoch=10)
     assert decision.to_stage == "ab_testing"
-    expected = release.pick_variant("ab_testing", run_id="run-7")
+    expected = release.choose_variant("ab_testing", env={}, run_id="run-7")
     assert decision.variant == expected and release.read_active().current_variant == expected  # type: ignore[union-attr]
     assert release.resolve({"TRAINING_STAGE": "auto"}).variant == expected
 
@@ -169,3 +169,29 @@ def test_ab_variant_applies_only_to_stages_with_variants(repo: Path, monkeypatch
     switches = run_epochs(StageController(release, run_id="r"), range(1, 101))
     assert switches == [(50, "pretraining", "finetuning"), (100, "finetuning", "ab_testing")]
     assert release.read_active().current_variant == "variant_b"  # type: ignore[union-attr]
+
+
+def test_a_label_without_an_epoch_never_switches_on_its_own(repo: Path) -> None:
+    def change(data: dict[str, Any]) -> None:
+        data["stages"]["evaluation"]["auto_switch_conditions"] = [
+            {"condition": "training_complete"}
+        ]
+
+    edit_stage_config(repo, change)
+    controller = StageController(open_release(repo))
+    assert controller.observe(epoch=10, metrics={"loss": 0.9}).to_stage == "pretraining"
+    decision = controller.observe(epoch=20, metrics={"training_complete": True})
+    assert decision.to_stage == "evaluation"  # a reported flag of that name does switch
+
+
+def test_alternatives_read_as_alternatives_in_next_stage(repo: Path) -> None:
+    def change(data: dict[str, Any]) -> None:
+        data["stages"]["finetuning"]["auto_switch_conditions"] = [
+            {"epoch": 50},
+            {"condition": "loss < 0.1"},
+        ]
+
+    edit_stage_config(repo, change)
+    release = open_release(repo)
+    StageController(release).observe(epoch=1, metrics={"loss": 0.5})
+    assert release.read_active().next_stage.conditions == ["epoch >= 50", "loss < 0.1"]  # type: ignore[union-attr]

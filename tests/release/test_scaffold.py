@@ -79,3 +79,16 @@ def test_a_repo_template_takes_precedence(repo: Path) -> None:
     assert [d.name for d in load_template("finetuning", repo).dataset_index] == ["custom"]
     with pytest.raises(ConfigError, match="no template named 'nope'"):
         load_template("nope", repo)
+
+
+def test_init_never_overwrites_files_and_can_add_stages_to_a_plain_repo(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    mine = '{"dataset_index": [{"name": "mine", "path": "mine.jsonl"}]}'
+    (plain / "training_dataset.json").write_text(mine)
+    with pytest.raises(ConfigError, match=r"would be overwritten: training_dataset\.json"):
+        init_repo(plain)
+    assert sorted(p.name for p in plain.iterdir()) == ["training_dataset.json"]
+    init_repo(plain, keep_existing=True)
+    assert (plain / "training_dataset.json").read_text() == mine
+    assert (plain / "stage_config.yaml").is_file()

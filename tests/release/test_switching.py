@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -11,12 +12,13 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from stagewise.config import ActiveStage, load_model, parse_document
 from stagewise.errors import StageError, StagewiseError
-from stagewise.release import open_release, rollback, switch
+from stagewise.release import StageController, open_release, rollback, switch
 from stagewise.release.repo import LOCK_FILE
 from stagewise.store.atomic import locked
 
@@ -171,3 +173,65 @@ def test_a_switching_process_killed_mid_write_leaves_valid_state(
     switch(open_release(repo), "finetuning", reason="after kills")
     assert read_active(repo).current_stage == "finetuning"
     assert list(repo.glob(".*.tmp")) == []
+
+
+def test_a_switch_away_from_a_stage_no_longer_defined_repairs_the_state(repo: Path) -> None:
+    path = repo / "active_stage.yaml"
+    path.write_text(
+        path.read_text().replace("current_stage: pretraining", "current_stage: retired")
+    )
+    release = open_release(repo)
+    with pytest.raises(StageError, match="'retired' is not defined") as caught:
+        release.resolve({})
+    assert "stagewise stage switch STAGE" in (caught.value.hint or "")
+    switch(release, "finetuning", reason="repair")
+    assert release.resolve({}).stage == "finetuning"
+
+
+def test_rollback_skips_re_activations_of_the_current_stage(repo: Path) -> None:
+    release = open_release(repo)
+    switch(release, "finetuning", reason="a")
+    switch(release, "finetuning", reason="b")
+    assert rollback(release).to_stage == "pretraining"
+
+
+def test_a_conditional_switch_refuses_when_another_process_switched_first(repo: Path) -> None:
+    from stagewise.errors import StageChangedError
+
+    release = open_release(repo)
+    switch(release, "evaluation", reason="manual, meanwhile")
+    before = (repo / "active_stage.yaml").read_bytes()
+    with pytest.raises(StageChangedError, match="changed to 'evaluation'"):
+        switch(release, "finetuning", by="system", trigger="auto", if_current="pretraining")
+    assert (repo / "active_stage.yaml").read_bytes() == before
+
+
+def test_an_unwritable_event_log_stops_the_switch_before_any_change(repo: Path) -> None:
+    (repo / "stage_events.jsonl").mkdir()  # not a file: cannot be appended to
+    before = (repo / "active_stage.yaml").read_bytes()
+    with pytest.raises(StagewiseError, match="cannot open the log"):
+        switch(open_release(repo), "finetuning", reason="x")
+    assert (repo / "active_stage.yaml").read_bytes() == before
+
+
+def run_rank(repo: str, barrier: Any, results: Any) -> None:
+    controller = StageController(open_release(repo), run_id="one-run")
+    for epoch in range(1, 61):
+        barrier.wait(timeout=60)  # ranks finish each epoch together, as in DDP
+        decision = controller.observe(epoch=epoch, metrics={"loss": 1 / epoch})
+        if decision.switched:
+            results.put((epoch, decision.from_stage, decision.to_stage))
+
+
+def test_ranks_sharing_a_repo_switch_once_and_all_see_the_switch(repo: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(4), context.Queue()
+    ranks = [context.Process(target=run_rank, args=(str(repo), barrier, results)) for _ in range(4)]
+    for rank in ranks:
+        rank.start()
+    for rank in ranks:
+        rank.join(timeout=300)
+    assert [rank.exitcode for rank in ranks] == [0] * 4
+    seen = sorted(results.get(timeout=5) for _ in range(4))
+    assert seen == [(50, "pretraining", "finetuning")] * 4
+    assert [e["to_stage"] for e in read_events(repo)] == ["finetuning"]

@@ -40,12 +40,23 @@ def init(
     no_data: bool = typer.Option(
         False, "--no-data", help="Leave out the small example datasets in data/."
     ),
+    keep_existing: bool = typer.Option(
+        False,
+        "--keep-existing",
+        help="Keep files that exist (e.g. your training_dataset.json) and write only the "
+        "missing ones.",
+    ),
 ) -> None:
     """Create a release repo with seed 000's layout: stage_config.yaml, active_stage.yaml,
     training_dataset.json, stages/ (pretraining, finetuning, evaluation, online_learning,
     ab_testing) and example datasets in data/."""
-    directory.mkdir(parents=True, exist_ok=True)
-    written = init_repo(directory, with_data=not no_data)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the directory: {exc.strerror}", location=str(directory)
+        ) from None
+    written = init_repo(directory, with_data=not no_data, keep_existing=keep_existing)
     console.print(f"created a release repo in {directory} ({len(written)} files)")
     console.print(f"next: stagewise stage status --repo {directory}")
 

@@ -282,9 +282,7 @@ def _switch(
     run_id: str | None,
     repo: str | None,
 ) -> None:
-    release = _open(repo)
-    variant = variant or release.env_variant(stage)
-    result = switch(release, stage, reason=reason, by=by.value, variant=variant, run_id=run_id)
+    result = switch(_open(repo), stage, reason=reason, by=by.value, variant=variant, run_id=run_id)
     variant_text = f" (variant {result.variant})" if result.variant else ""
     if result.from_stage == result.to_stage:
         console.print(f"{stage}{variant_text} was already active; re-activated and recorded")

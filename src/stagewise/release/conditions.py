@@ -11,8 +11,9 @@ Grammar (``or`` binds loosest)::
 In a comparison a NAME is a variable: ``epoch`` or an observed metric (``loss``,
 ``overall_accuracy``, ``eval/loss``). A comparison whose variable has not been observed
 is false. A NAME on its own is a *named condition*: one defined under ``conditions:`` in
-stage_config.yaml, else an observed metric's truth value, else ``start`` or a label such
-as ``pretraining_complete`` that always holds (seed 000 pairs such labels with an epoch).
+stage_config.yaml, else an observed metric's truth value, else ``start`` (always true) or
+a label such as ``pretraining_complete``, which holds in an entry that also has an epoch
+(seed 000 pairs such labels with one) and is false on its own.
 """
 
 from __future__ import annotations
@@ -233,9 +234,15 @@ def _syntax_error(
 
 
 def evaluate(
-    node: Node, values: Mapping[str, object], named: Mapping[str, Node] | None = None
+    node: Node,
+    values: Mapping[str, object],
+    named: Mapping[str, Node] | None = None,
+    *,
+    labels_hold: bool = True,
 ) -> bool:
-    """Evaluate a parsed condition against ``epoch`` and metric values."""
+    """Evaluate a parsed condition against ``epoch`` and metric values. A label (a name
+    neither defined nor reported) holds if ``labels_hold``: the controller sets it only for
+    entries that also have an epoch, so a label alone never triggers a switch."""
     named = named or {}
     if isinstance(node, Const):
         return node.value
@@ -244,13 +251,13 @@ def evaluate(
         return left is not None and right is not None and _OPS[node.op](left, right)
     if isinstance(node, Flag):
         if node.name in named:
-            return evaluate(named[node.name], values, named)
+            return evaluate(named[node.name], values, named, labels_hold=labels_hold)
         if node.name in values:
             return bool(values[node.name])
-        return True  # a label such as 'start' or 'pretraining_complete'
+        return labels_hold or node.name in BUILTIN_LABELS  # 'start' always holds
     if isinstance(node, Not):
-        return not evaluate(node.operand, values, named)
-    results = (evaluate(child, values, named) for child in node.operands)
+        return not evaluate(node.operand, values, named, labels_hold=labels_hold)
+    results = (evaluate(child, values, named, labels_hold=labels_hold) for child in node.operands)
     return all(results) if node.op == "and" else any(results)
 
 

@@ -20,6 +20,7 @@ hold: ``auto`` mode considers every such stage, ``hybrid`` skips stages with
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from stagewise.config import AutoSwitchCondition, NextStage
+from stagewise.errors import StageChangedError
 from stagewise.release import conditions
 from stagewise.release.repo import ACTIVE_STAGE, LOCK_FILE, Release, save_model
 from stagewise.release.switching import (
@@ -62,15 +64,11 @@ class StageController:
     ) -> None:
         self.release = release
         self.config = release.require_stage_config()
-        self.run_id = run_id or uuid.uuid4().hex
+        self.run_id = run_id or os.environ.get("STAGEWISE_RUN_ID") or uuid.uuid4().hex
         self.variant = variant
         self.named = conditions.compile_named(self.config.conditions or {})
         self._epoch_marks: list[tuple[int, float]] = []
-
-    @property
-    def current_stage(self) -> str:
-        active = self.release.read_active()
-        return active.current_stage if active else self.config.initial_stage
+        self._seen: str | None = None  # the stage this process last trained on
 
     def start(self) -> str:
         """Make sure a stage is active (the default stage, if none is yet); return it."""
@@ -78,45 +76,65 @@ class StageController:
         if active is not None:
             return active.current_stage
         stage = self.config.initial_stage
-        switch(
-            self.release,
-            stage,
-            reason="training_start",
-            by="system",
-            trigger="auto",
-            variant=self._variant_for(stage),
-            run_id=self.run_id,
-            condition="start",
-            metadata={"epoch": 0},
-        )
+        try:
+            switch(
+                self.release,
+                stage,
+                reason="training_start",
+                by="system",
+                trigger="auto",
+                variant=self._variant_for(stage),
+                run_id=self.run_id,
+                condition="start",
+                metadata={"epoch": 0},
+                if_current=None,
+            )
+        except StageChangedError:  # another rank or run started the repo first
+            return self._active_now()[0]
         return stage
 
     def observe(self, epoch: int, metrics: Mapping[str, Any] | None = None) -> Decision:
-        """Record one finished epoch; switch stage if the conditions say so."""
+        """Record one finished epoch; switch stage if the conditions say so.
+
+        The decision compares with the stage this controller last saw, so every process
+        sharing the repo (the ranks of one run, say) learns of a switch: the first to take
+        the lock switches, the others find it done and get the same decision."""
         metrics = dict(metrics or {})
         self._epoch_marks.append((epoch, time.monotonic()))
-        current = self.start()
-        values = {**metrics, "epoch": epoch}
+        before = self._seen or self.start()
+        current = self.start()  # another process may have switched since
+        stage, variant, why = current, None, None
         strategy = self.config.switch_strategy
         if strategy.mode != "manual" and epoch % strategy.check_interval == 0:
-            target = self._target(current, values)
+            target = self._target(current, {**metrics, "epoch": epoch})
             if target is not None:
-                stage, why = target
-                result = switch(
-                    self.release,
-                    stage,
-                    reason=f"auto: {why}",
-                    by="system",
-                    trigger="auto",
-                    variant=self._variant_for(stage),
-                    run_id=self.run_id,
-                    condition=why,
-                    metadata={"epoch": epoch, **metrics},
-                    next_stage=self._prediction(stage, epoch),
-                )
-                return Decision(epoch, current, stage, result.variant, why, metrics)
-        self._refresh_prediction(current, epoch)
-        return Decision(epoch, current, current, None, None, metrics)
+                try:
+                    result = switch(
+                        self.release,
+                        target[0],
+                        reason=f"auto: {target[1]}",
+                        by="system",
+                        trigger="auto",
+                        variant=self._variant_for(target[0]),
+                        run_id=self.run_id,
+                        condition=target[1],
+                        metadata={"epoch": epoch, **metrics},
+                        next_stage=self._prediction(target[0], epoch),
+                        if_current=current,
+                    )
+                    stage, variant, why = target[0], result.variant, target[1]
+                except StageChangedError:  # another process switched first: follow it
+                    stage, variant = self._active_now()
+        if stage == current and why is None:
+            self._refresh_prediction(current, epoch)
+        self._seen = stage
+        return Decision(epoch, before, stage, variant, why, metrics)
+
+    def _active_now(self) -> tuple[str, str | None]:
+        active = self.release.read_active()
+        if active is None:
+            return self.config.initial_stage, None
+        return active.current_stage, active.current_variant
 
     def _target(self, current: str, values: Mapping[str, Any]) -> tuple[str, str] | None:
         for stage in reversed(forward_candidates(self.config, current)):
@@ -130,14 +148,17 @@ class StageController:
             return False
         if not entry.condition:
             return True
-        return conditions.evaluate(conditions.parse(entry.condition), values, self.named)
+        return conditions.evaluate(
+            conditions.parse(entry.condition),
+            values,
+            self.named,
+            labels_hold=entry.epoch is not None,
+        )
 
     def _variant_for(self, stage: str) -> str | None:
-        """The controller's variant, else AB_VARIANT; only for stages that have variants
-        (without either, the run id picks one)."""
-        if not self.release.stage(stage).variants:
-            return None
-        return self.variant or self.release.env_variant(stage)
+        """The controller's own variant, for stages that have variants; otherwise switch()
+        takes AB_VARIANT, else picks one from the run id."""
+        return self.variant if self.release.stage(stage).variants else None
 
     def seconds_per_epoch(self) -> float | None:
         """The mean wall time of the observed epochs, once two have been observed."""

@@ -147,17 +147,21 @@ class Release:
             )
         return config
 
-    def read_active(self) -> ActiveStage | None:
-        """The parsed active_stage.yaml, or None when no stage has been activated."""
+    def read_active(self, *, check_stage: bool = True) -> ActiveStage | None:
+        """The parsed active_stage.yaml, or None when no stage has been activated. An active
+        stage that stage_config.yaml no longer defines is an error, unless ``check_stage``
+        is False (a switch away from it must still work)."""
         doc = self.read_document(ACTIVE_STAGE)
         if doc is None:
             return None
         active = load_model(ActiveStage, doc, what="active stage file")
         config = self.stage_config
-        if config is not None and active.current_stage not in config.stages:
-            raise self._unknown_stage(
+        if check_stage and config is not None and active.current_stage not in config.stages:
+            error = self._unknown_stage(
                 active.current_stage, config, doc.source, doc.line_of(("current_stage",))
             )
+            error.hint = f"{error.hint}; switch to a defined stage: stagewise stage switch STAGE"
+            raise error
         return active
 
     def load_dataset_config(self, location: str) -> tuple[DatasetConfig, str]:
@@ -212,8 +216,8 @@ class Release:
             if variant is None:
                 raise StageError(
                     f"stage {stage!r} has A/B variants; one must be chosen",
-                    hint=f"set AB_VARIANT to one of {', '.join(definition.variants)}, "
-                    "or pass a run id to pick one by weight",
+                    hint=f"set AB_VARIANT to one of {', '.join(definition.variants)}, or give a "
+                    "run id (--run-id, STAGEWISE_RUN_ID) to pick one by weight",
                 )
             return definition.variants[
                 check_variant(stage, definition.variants, variant)
@@ -222,23 +226,34 @@ class Release:
             check_variant(stage, None, variant)
         return definition.config_file or ""
 
-    def pick_variant(
-        self, stage: str, variant: str | None = None, run_id: str | None = None
+    def choose_variant(
+        self,
+        stage: str,
+        *,
+        explicit: str | None = None,
+        env: Mapping[str, str] | None = None,
+        run_id: str | None = None,
+        active: ActiveStage | None = None,
     ) -> str | None:
-        """The variant a stage runs with: the one given, else one chosen from the run id."""
-        definition = self.stage(stage)
-        if not definition.variants:
-            return None
-        if variant is not None:
-            return check_variant(stage, definition.variants, variant)
-        if run_id is not None:
-            return choose_variant(stage, definition.variants, run_id)
-        return None
+        """The A/B variant ``stage`` runs with; None for a stage without variants.
 
-    def env_variant(self, stage: str, env: Mapping[str, str] | None = None) -> str | None:
-        """``AB_VARIANT``, for a stage that has variants (other stages ignore it)."""
+        First of: the variant asked for; ``AB_VARIANT``; the active stage's
+        ``current_variant`` when ``stage`` is the active stage; one picked by weight from the
+        run id (``run_id`` or ``STAGEWISE_RUN_ID``). None when nothing decides.
+        """
+        variants = self.stage(stage).variants
+        if not variants:
+            if explicit is not None:
+                check_variant(stage, None, explicit)
+            return None
         env = os.environ if env is None else env
-        return (env.get("AB_VARIANT") or None) if self.stage(stage).variants else None
+        asked = explicit or env.get("AB_VARIANT") or None
+        if asked is not None:
+            return check_variant(stage, variants, asked)
+        if active is not None and active.current_stage == stage and active.current_variant:
+            return check_variant(stage, variants, active.current_variant)
+        run_id = run_id or env.get("STAGEWISE_RUN_ID") or None
+        return choose_variant(stage, variants, run_id) if run_id else None
 
     def require_writable(self) -> Path:
         if not self.source.writable or self.root is None:
@@ -257,31 +272,26 @@ class Release:
         """The dataset config to train on under ``env`` (default: os.environ)."""
         env = os.environ if env is None else env
         stage_env = env.get("TRAINING_STAGE") or None
-        run_id = run_id or env.get("STAGEWISE_RUN_ID") or None
-
         forced = env.get("FORCE_DATASET_CONFIG")
         if forced:
             return self._resolve_forced(forced, stage_env)
         if stage_env and stage_env != "auto":
-            variant = self.pick_variant(stage_env, self.env_variant(stage_env, env), run_id)
-            if variant is None and self.stage(stage_env).variants:
-                active = self.read_active()
-                if active and active.current_stage == stage_env:
-                    variant = active.current_variant
+            active = self.read_active() if self.stage(stage_env).variants else None
+            variant = self.choose_variant(stage_env, env=env, run_id=run_id, active=active)
             return self._resolve_stage(
                 stage_env, variant, "TRAINING_STAGE", f"TRAINING_STAGE={stage_env}"
             )
         active = self.read_active()
         if active is not None:
+            stage = active.current_stage
+            variant = self.choose_variant(stage, env=env, run_id=run_id, active=active)
             why = f"active_stage.yaml: activated {active.activated_at or ''} ({active.switch_reason or 'no reason given'})"
-            return self._resolve_stage(
-                active.current_stage, active.current_variant, "active_stage", why
-            )
+            return self._resolve_stage(stage, variant, "active_stage", why)
         has_default = self.source.read_bytes(DEFAULT_CONFIG) is not None
         config = self.stage_config
         if config is not None and (stage_env == "auto" or not has_default):
             stage = config.initial_stage
-            variant = self.pick_variant(stage, self.env_variant(stage, env), run_id)
+            variant = self.choose_variant(stage, env=env, run_id=run_id)
             return self._resolve_stage(
                 stage, variant, "default_stage", "no active stage yet: the default stage"
             )

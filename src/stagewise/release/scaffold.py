@@ -66,8 +66,12 @@ def _template_files() -> dict[str, str]:
     return found
 
 
-def init_repo(directory: Path, *, with_data: bool = True) -> list[Path]:
-    """Create a release repo in ``directory`` (new, or empty of stage files)."""
+def init_repo(
+    directory: Path, *, with_data: bool = True, keep_existing: bool = False
+) -> list[Path]:
+    """Create a release repo in ``directory``. Existing files are never overwritten: with
+    ``keep_existing`` they are kept and only missing files are written (to add stages to a
+    repo that has a training_dataset.json); otherwise they are an error."""
     if (directory / STAGE_CONFIG).exists():
         raise ConfigError(
             "a release repo already exists here",
@@ -75,27 +79,45 @@ def init_repo(directory: Path, *, with_data: bool = True) -> list[Path]:
             hint="choose another directory; nothing was changed",
         )
     created_at = timestamp()
-    written: list[Path] = []
     files = {
         name: text.replace("{created_at}", created_at) for name, text in _template_files().items()
     }
     files[".gitignore"] = GITIGNORE
-    files[ACTIVE_STAGE] = (
+    files[ACTIVE_STAGE] = _initial_active_stage(created_at)
+    if with_data:
+        files.update({f"data/{name}.jsonl": example_records(name) for name in EXAMPLE_DATA})
+    existing = [rel for rel in files if (directory / rel).exists()]
+    if existing and not keep_existing and existing != [".gitignore"]:
+        raise ConfigError(
+            f"{len(existing)} file(s) would be overwritten: {', '.join(existing[:5])}"
+            + (" ..." if len(existing) > 5 else ""),
+            location=str(directory),
+            hint="choose an empty directory, or pass --keep-existing to write only the missing files",
+        )
+    written: list[Path] = []
+    for rel, text in files.items():
+        path = directory / rel
+        if path.exists():
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the folder: {exc.strerror}", location=str(path.parent)
+            ) from None
+        atomic_write(path, text)
+        written.append(path)
+    return written
+
+
+def _initial_active_stage(created_at: str) -> str:
+    return (
         "# Written by stagewise: the active stage of this release repo and its history.\n"
         f"current_stage: pretraining\ncurrent_variant: null\nactivated_at: '{created_at}'\n"
         "activated_by: system\nswitch_reason: release_init\nhistory:\n- stage: pretraining\n"
         f"  activated_at: '{created_at}'\n  deactivated_at: null\n  duration: null\n"
         "  reason: release_init\n  activated_by: system\n"
     )
-    if with_data:
-        files.update({f"data/{name}.jsonl": example_records(name) for name in EXAMPLE_DATA})
-    for rel, text in files.items():
-        path = directory / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if rel != ".gitignore" or not path.exists():
-            atomic_write(path, text)
-            written.append(path)
-    return written
 
 
 def example_records(name: str) -> str:

@@ -19,6 +19,21 @@ from stagewise.store import locations
 from stagewise.store.atomic import atomic_write
 
 
+def inside_repo(rel: str, source: str) -> str:
+    """``rel`` if it names a file inside the repo. A remote or versioned repo is read by
+    path, and what it names is written to a local snapshot: an absolute path or '..'
+    could reach outside both, so they are refused."""
+    parts = rel.replace("\\", "/").split("/")
+    if not rel or rel.startswith("/") or ".." in parts or "\0" in rel or locations.is_url(rel):
+        raise ReleaseSourceError(
+            f"{rel!r} is not a path inside the repo",
+            location=source,
+            hint="in a remote or versioned repo, config files are named relative to the repo, "
+            "without '..'",
+        )
+    return rel
+
+
 class LocalSource:
     writable = True
 
@@ -32,6 +47,8 @@ class LocalSource:
             return path.read_bytes()
         except FileNotFoundError:
             return None
+        except ValueError as exc:  # e.g. a NUL byte in the name
+            raise ReleaseSourceError(f"not a usable file name: {exc}", location=repr(rel)) from None
         except IsADirectoryError:
             raise ReleaseSourceError(
                 "expected a file, found a directory", location=str(path)
@@ -60,7 +77,7 @@ class RemoteSource:
         self.cache = cache_home / "cache" / "releases" / digest
 
     def read_bytes(self, rel: str) -> bytes | None:
-        remote = f"{self.path}/{rel}"
+        remote = f"{self.path}/{inside_repo(rel, self.url)}"
         try:
             data = self.fs.cat_file(remote)
         except FileNotFoundError:
@@ -110,7 +127,7 @@ class GitRefSource:
             ) from None
 
     def read_bytes(self, rel: str) -> bytes | None:
-        result = self._git("show", f"{self.commit}:./{rel}")
+        result = self._git("show", f"{self.commit}:./{inside_repo(rel, self.display)}")
         return result.stdout if result.returncode == 0 else None
 
     def describe(self, rel: str) -> str:
@@ -130,8 +147,12 @@ def make_source(target: str, ref: str | None, home: Path) -> ReleaseSource:
                 "a git ref can only be read from a local git checkout", location=target
             )
         return RemoteSource(target, home)
-    root = Path(locations.local_path(target)).expanduser().resolve()
-    if not root.is_dir():
+    try:
+        root = Path(locations.local_path(target)).expanduser().resolve()
+        is_dir = root.is_dir()
+    except (OSError, ValueError) as exc:
+        raise ReleaseSourceError(f"not a usable repo path: {exc}", location=target[:200]) from None
+    if not is_dir:
         raise ReleaseSourceError(
             "the release repo directory does not exist",
             location=str(root),

@@ -9,7 +9,9 @@ line short, never the state file broken.
 
 from __future__ import annotations
 
+import enum
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,10 +19,10 @@ from typing import Any, Literal
 
 from stagewise.config import ActiveStage, HistoryEntry, NextStage, StageConfig, StageSwitchEvent
 from stagewise.config.active import ActivatedBy
-from stagewise.errors import ConfigError, StageError
+from stagewise.errors import ConfigError, StageChangedError, StageError
 from stagewise.release import conditions
 from stagewise.release.repo import ACTIVE_STAGE, EVENT_LOG, LOCK_FILE, Release, save_model
-from stagewise.store.atomic import append_line, locked, remove_stale_temporaries
+from stagewise.store.atomic import locked, open_log, remove_stale_temporaries, write_line
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 ACTIVE_HEADER = "# Written by stagewise: the active stage of this release repo and its history.\n"
@@ -49,6 +51,13 @@ class SwitchResult:
     active: ActiveStage
 
 
+class _Any(enum.Enum):
+    STAGE = "any"
+
+
+ANY_STAGE = _Any.STAGE
+
+
 def switch(
     release: Release,
     stage: str,
@@ -61,91 +70,115 @@ def switch(
     condition: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     next_stage: NextStage | None = None,
+    if_current: str | _Any | None = ANY_STAGE,
 ) -> SwitchResult:
-    """Make ``stage`` the active stage and record it (history entry and event)."""
+    """Make ``stage`` the active stage and record it (history entry and event).
+
+    ``if_current`` makes the switch conditional: it happens only if the active stage is
+    still the one the caller decided from (None: no stage active yet); otherwise
+    :class:`StageChangedError` is raised and nothing changes. Automatic switches use it,
+    so that ranks or runs sharing a repo switch once, and never undo a manual switch.
+    """
     root = release.require_writable()
     config = release.require_stage_config()
-    chosen = release.pick_variant(stage, variant, run_id)
-    # Refuse to switch to a stage whose data config is broken: check before changing state.
-    release.load_dataset_config(release.stage_config_file(stage, chosen))
+    release.stage(stage)
     with locked(root / LOCK_FILE):
         remove_stale_temporaries(root / ACTIVE_STAGE)
-        previous = release.read_active()
+        previous = release.read_active(check_stage=False)
         from_stage = previous.current_stage if previous else None
-        now = datetime.now().replace(microsecond=0)
-        active = previous or ActiveStage(current_stage=stage)
-        if previous is not None:
-            _close_open_entries(active, now)
-        active.current_stage = stage
-        active.current_variant = chosen
-        active.activated_at = timestamp(now)
-        active.activated_by = by
-        active.switch_reason = reason
-        active.history = [
-            *active.history,
-            HistoryEntry(
-                stage=stage,
+        if if_current is not ANY_STAGE and from_stage != if_current:
+            raise StageChangedError(
+                f"the active stage changed to {from_stage!r} before this switch to {stage!r}",
+                location=ACTIVE_STAGE,
+                hint="another process switched; look at 'stagewise stage status' and retry if needed",
+            )
+        chosen = release.choose_variant(stage, explicit=variant, run_id=run_id, active=previous)
+        # A stage whose data config is broken is refused before any state changes.
+        release.load_dataset_config(release.stage_config_file(stage, chosen))
+        log = open_log(root / EVENT_LOG)  # an unwritable log also stops us before any change
+        try:
+            now = datetime.now().replace(microsecond=0)
+            active = _activated(previous, stage, chosen, now, reason, by)
+            active.next_stage = next_stage or predict_next(config, stage)
+            event = StageSwitchEvent(
+                timestamp=timestamp(now),
+                event="stage_switch",
+                from_stage=from_stage,
+                to_stage=stage,
+                trigger=trigger,
+                condition=condition,
+                metadata=dict(metadata or {}),
                 variant=chosen,
-                activated_at=timestamp(now),
-                deactivated_at=None,
-                duration=None,
-                reason=reason,
                 activated_by=by,
-            ),
-        ]
-        active.next_stage = next_stage or predict_next(config, stage)
-        event = StageSwitchEvent(
-            timestamp=timestamp(now),
-            event="stage_switch",
-            from_stage=from_stage,
-            to_stage=stage,
-            trigger=trigger,
-            condition=condition,
-            metadata=dict(metadata or {}),
-            variant=chosen,
-            activated_by=by,
-            reason=reason,
-        )
-        save_model(root / ACTIVE_STAGE, active, ACTIVE_HEADER)
-        append_line(root / EVENT_LOG, json.dumps(event.to_data(), ensure_ascii=False))
+                reason=reason,
+            )
+            save_model(root / ACTIVE_STAGE, active, ACTIVE_HEADER)
+            write_line(log, json.dumps(event.to_data(), ensure_ascii=False), root / EVENT_LOG)
+        finally:
+            os.close(log)
     return SwitchResult(from_stage, stage, chosen, event, active)
 
 
-def _close_open_entries(active: ActiveStage, now: datetime) -> None:
+def _activated(
+    previous: ActiveStage | None,
+    stage: str,
+    variant: str | None,
+    now: datetime,
+    reason: str | None,
+    by: ActivatedBy,
+) -> ActiveStage:
+    """``previous`` with its open history entries closed and ``stage`` activated."""
+    active = previous or ActiveStage(current_stage=stage)
     for entry in active.history:
         if entry.deactivated_at is None:
             entry.deactivated_at = timestamp(now)
             started = parse_time(entry.activated_at)
             entry.duration = round((now - started).total_seconds()) if started else None
+    active.current_stage = stage
+    active.current_variant = variant
+    active.activated_at = timestamp(now)
+    active.activated_by = by
+    active.switch_reason = reason
+    entry = HistoryEntry(
+        stage=stage,
+        variant=variant,
+        activated_at=timestamp(now),
+        deactivated_at=None,
+        duration=None,
+        reason=reason,
+        activated_by=by,
+    )
+    active.history = [*active.history, entry]
+    return active
 
 
 def rollback(
     release: Release, *, reason: str | None = None, by: ActivatedBy = "user"
 ) -> SwitchResult:
-    """Go back to the stage that was active before the current one."""
-    active = release.read_active()
+    """Go back to the most recent earlier stage (or variant) in the history; with none, to
+    ``switch_strategy.fallback_stage``."""
+    active = release.read_active(check_stage=False)
     config = release.require_stage_config()
-    target = variant = None
-    if active is not None and len(active.history) >= 2:
-        target, variant = active.history[-2].stage, active.history[-2].variant
-    elif config.switch_strategy.fallback_stage and (
-        active is None or active.current_stage != config.switch_strategy.fallback_stage
-    ):
-        target = config.switch_strategy.fallback_stage
+    current = (active.current_stage, active.current_variant) if active else (None, None)
+    earlier = [(h.stage, h.variant) for h in (active.history if active else [])]
+    target = next((entry for entry in reversed(earlier) if entry != current), None)
+    fallback = config.switch_strategy.fallback_stage
+    if target is None and fallback and fallback != current[0]:
+        target = (fallback, None)
     if target is None:
         raise StageError(
             "there is no earlier stage to roll back to",
             location=ACTIVE_STAGE,
             hint="switch to a stage by name: stagewise stage switch STAGE",
         )
-    current = active.current_stage if active else None
     return switch(
         release,
-        target,
-        reason=reason or f"rollback from {current}",
+        target[0],
+        reason=reason or f"rollback from {current[0]}",
         by=by,
         trigger="rollback",
-        variant=variant,
+        variant=target[1],
+        if_current=current[0],
     )
 
 
@@ -157,21 +190,16 @@ def predict_next(
     seconds_per_epoch: float | None = None,
     now: datetime | None = None,
 ) -> NextStage | None:
-    """The stage automatic switching would move to next, with its conditions and, when the
-    epoch pace is known, an estimated time."""
+    """The stage automatic switching would move to next, its conditions (alternatives: any
+    one suffices) and, when the epoch pace is known, the earliest estimated time."""
     mode = config.switch_strategy.mode
     candidates = forward_candidates(config, current)
     if mode == "manual" or not candidates:
         return None
     stage = candidates[0]
-    texts: list[str] = []
-    thresholds: list[int] = []
-    for entry in config.stages[stage].auto_switch_conditions:
-        if entry.epoch is not None:
-            texts.append(f"epoch >= {entry.epoch}")
-            thresholds.append(entry.epoch)
-        if entry.condition and entry.condition not in conditions.BUILTIN_LABELS:
-            texts.append(entry.condition)
+    entries = config.stages[stage].auto_switch_conditions
+    texts = [condition_text(entry.epoch, entry.condition) for entry in entries]  # alternatives
+    thresholds = [entry.epoch for entry in entries if entry.epoch is not None]
     estimate = None
     if thresholds and epoch is not None and seconds_per_epoch is not None:
         remaining = max(min(thresholds) - epoch, 0)

@@ -33,6 +33,8 @@ def _fsync_dir(directory: Path) -> None:
 
 def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
     target = Path(path)
+    if not target.name or target.name in (".", ".."):
+        raise StorageWriteError("not a file path", location=str(path), hint="name a file to write")
     payload = data.encode("utf-8") if isinstance(data, str) else data
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
@@ -66,25 +68,43 @@ def remove_stale_temporaries(path: str | os.PathLike[str]) -> None:
             leftover.unlink()
 
 
-def append_line(path: str | os.PathLike[str], line: str) -> None:
-    target = Path(path)
+def open_log(path: str | os.PathLike[str]) -> int:
+    """Open a JSON-lines log for appending (created if missing); returns the descriptor.
+    Opening first lets a caller find out that the log is unwritable before it changes
+    anything else."""
+    try:
+        return os.open(Path(path), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError as exc:
+        raise StorageWriteError(
+            f"cannot open the log for appending: {exc.strerror or exc}",
+            location=str(path),
+            hint="check that it is a file, and the disk space and permissions",
+        ) from exc
+
+
+def write_line(fd: int, line: str, path: str | os.PathLike[str]) -> None:
+    """Append one line to a log opened with :func:`open_log`, and fsync it."""
     text = line.rstrip("\n") + "\n"
     try:
-        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                text = "\n" + text  # close off a line cut short by a crash
-            os.write(fd, text.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            text = "\n" + text  # close off a line cut short by a crash
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
     except OSError as exc:
         raise StorageWriteError(
             f"could not append to the log: {exc.strerror or exc}",
-            location=str(target),
+            location=str(path),
             hint="check free disk space and permissions",
         ) from exc
+
+
+def append_line(path: str | os.PathLike[str], line: str) -> None:
+    fd = open_log(path)
+    try:
+        write_line(fd, line, path)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
