@@ -54,3 +54,10 @@ def test_apportion_breaks_ties_by_priority_then_order_and_respects_limits() -> N
     assert apportion(10, [1 / 3] * 3, [10, 10, 10], [0, 0, 0]) == [4, 3, 3]
     assert apportion(10, [1 / 3] * 3, [10, 10, 10], [0, 0, 5]) == [3, 3, 4]
     assert apportion(10, [0.5, 0.5], [3, 100], [0, 0]) == [3, 7]
+
+
+def test_an_empty_source_is_left_out_and_the_others_share_its_weight() -> None:
+    allocations = allocate(
+        [Source("empty", 0, weight=0.5), Source("a", 30, weight=0.25), Source("b", 30, weight=0.25)]
+    )
+    assert [(a.count, a.share) for a in allocations] == [(0, 0.0), (30, 0.5), (30, 0.5)]

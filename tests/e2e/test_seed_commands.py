@@ -222,3 +222,46 @@ def test_help_teaches_every_verb(cli: CliRunner) -> None:
         assert verb in text
     assert "init" in ok(cli("release", "--help")) and "generate" in ok(cli("release", "--help"))
     assert "--reason" in ok(cli("stage", "switch", "--help"))
+
+
+def test_events_report_json_and_init_keep_existing(
+    repo: Path, cli: CliRunner, tmp_path: Path
+) -> None:
+    where = ["--repo", str(repo)]
+    ok(cli("stage", "switch", "finetuning", "--reason", "one", *where))
+    ok(cli("stage", "switch", "evaluation", "--reason", "two", *where))
+    with (repo / "stage_events.jsonl").open("a") as log:
+        log.write('{"event": "stage_sw')  # what a killed writer leaves
+    events = json.loads(ok(cli("stage", "events", "--json", *where)))
+    assert [e["to_stage"] for e in events] == ["finetuning", "evaluation"]
+    assert (
+        json.loads(ok(cli("stage", "events", "--last", "1", "--json", *where)))[0]["reason"]
+        == "two"
+    )
+    assert "line skipped" in ok(cli("stage", "events", *where))
+    report = json.loads(ok(cli("stage", "report", "--json", *where)))
+    assert report["current"]["stage"] == "evaluation"
+    assert [h["stage"] for h in report["history"]] == ["pretraining", "finetuning", "evaluation"]
+    assert {d["stage"] for d in report["datasets"]} >= {"pretraining", "ab_testing"}
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "training_dataset.json").write_text((repo / "training_dataset.json").read_text())
+    refused = cli("release", "init", str(plain))
+    assert refused.returncode == 2 and "would be overwritten" in refused.stderr
+    ok(cli("release", "init", str(plain), "--keep-existing"))
+    assert (plain / "stage_config.yaml").is_file()
+
+
+def test_unforeseen_bad_arguments_are_one_line_errors(repo: Path, cli: CliRunner) -> None:
+    for args in (
+        ["stage", "status", "--repo", "a" * 5000],
+        ["stage", "report", "--output", "/", "--repo", str(repo)],
+    ):
+        result = cli(*args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    config = repo / "stage_config.yaml"
+    config.write_text(
+        config.read_text().replace("stages/evaluation.json", "stages/eval\\0uation.json")
+    )
+    result = cli("stage", "preview", "evaluation", "--repo", str(repo))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr

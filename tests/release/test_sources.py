@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -268,8 +267,6 @@ def git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def git_repo(repo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """The conftest repo under git: v1.0.0 of pretraining tagged, then a dataset disabled."""
-    if shutil.which("git") is None:
-        pytest.skip("git is not installed")
     monkeypatch.setenv("HOME", str(tmp_path))  # no user git config leaks in
     for name, value in GIT_ENV.items():
         monkeypatch.setenv(name, value)
@@ -374,3 +371,36 @@ def test_cli_tag_refuses_uncommitted_stage_files(git_repo: Path, cli) -> None:  
     assert "uncommitted" in result.stderr
     assert "Traceback" not in result.stderr
     assert git(git_repo, "tag", "--list", "stage/pretraining/v2.0.0").stdout.strip() == ""
+
+
+def test_force_dataset_config_is_read_at_the_ref(
+    git_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(git_repo)  # the working tree has the changed file too
+    release = open_release(git_repo, ref="stage/pretraining/v1.0.0")
+    resolution = release.resolve({"FORCE_DATASET_CONFIG": "stages/pretraining.json"})
+    assert resolution.config_file == "stages/pretraining.json@stage/pretraining/v1.0.0"
+    assert "highway_foundation_large" in _datasets(resolution)
+
+
+def test_a_remote_repo_cannot_read_or_overwrite_files_outside_itself(
+    aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    import boto3
+
+    victim = tmp_path / "victim.json"
+    victim.write_text("ORIGINAL")
+    client = boto3.client("s3", endpoint_url=aws_env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    stage_config = (
+        "stages:\n"
+        f'  evil:\n    config_file: "{victim}"\n'
+        '  sneaky:\n    config_file: "../../outside.json"\n'
+    )
+    client.put_object(Bucket=BUCKET, Key="evil/stage_config.yaml", Body=stage_config.encode())
+    client.put_object(Bucket=BUCKET, Key=str(victim).lstrip("/"), Body=b"REPLACED")
+    client.close()
+    release = open_release(f"s3://{BUCKET}/evil")
+    for stage in ("evil", "sneaky"):
+        with pytest.raises(ReleaseSourceError, match="not a path inside the repo"):
+            release.resolve({"TRAINING_STAGE": stage})
+    assert victim.read_text() == "ORIGINAL"

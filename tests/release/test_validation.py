@@ -120,3 +120,17 @@ def test_validate_one_file(repo: Path) -> None:
     (repo / "active_stage.yaml").write_text("current_stage: nowhere\n")
     report = validate_file(open_release(repo), str(repo / "active_stage.yaml"))
     assert [(p.key, p.line) for p in report.errors] == [("current_stage", 1)]
+
+
+def test_a_label_without_an_epoch_and_an_ab_stage_without_a_variant_warn(repo: Path) -> None:
+    config = repo / "stage_config.yaml"
+    config.write_text(
+        config.read_text().replace("      - epoch: 100\n        condition:", "      - condition:")
+    )
+    active = repo / "active_stage.yaml"
+    active.write_text(
+        active.read_text().replace("current_stage: pretraining", "current_stage: ab_testing")
+    )
+    warnings = [m for s, _, m in findings(repo) if s == "warning"]
+    assert any("'training_complete' is a label with no epoch" in m for m in warnings)
+    assert any("has A/B variants but no current_variant" in m for m in warnings)

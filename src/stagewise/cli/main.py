@@ -56,3 +56,15 @@ def run() -> None:
             raise
         render_error(exc)
         sys.exit(2)
+    except (OSError, UnicodeError, ValueError) as exc:
+        # Input the checks did not foresee (an odd path, bytes that are not text): still one
+        # readable line, and the traceback on request.
+        if "--debug" in sys.argv:
+            raise
+        render_error(
+            StagewiseError(
+                f"{type(exc).__name__}: {exc}",
+                hint="check the arguments and files named above; rerun with --debug for the traceback",
+            )
+        )
+        sys.exit(2)

@@ -88,9 +88,7 @@ def generate(
             "give either --base-config (with --ratio) or --template",
             hint="e.g. --base-config training_dataset.json --stage pretraining --ratio highway:0.6,urban:0.4",
         )
-    root = Path(repo or ".")
-    if root.suffix in (".yaml", ".yml"):
-        root = root.parent
+    root = open_release(repo).require_writable()
     target = output or (root / "stages" / f"{stage}.json")
     if base_config is not None:
         if ratio is None:
@@ -119,7 +117,9 @@ def generate(
         console.print(f"[yellow]note[/yellow]: {note}")
     console.print(f"wrote {target}")
     stage_config = root / STAGE_CONFIG
-    if stage_config.is_file() and f"\n  {stage}:" not in stage_config.read_text(encoding="utf-8"):
+    if stage_config.is_file() and f"\n  {stage}:" not in stage_config.read_text(
+        encoding="utf-8", errors="replace"
+    ):
         rel = target.relative_to(root) if target.is_relative_to(root) else target
         console.print(
             f"to use it, add to {stage_config} under 'stages:':\n"

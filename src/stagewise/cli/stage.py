@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -11,9 +13,10 @@ import typer
 
 from stagewise.cli.output import console, print_json, render_problem, table
 from stagewise.release import Release, open_release
+from stagewise.release.events import read_events
 from stagewise.release.plan import plan_stage
-from stagewise.release.report import format_duration, render_report
-from stagewise.release.switching import condition_text, predict_next, rollback, switch
+from stagewise.release.report import format_duration, render_report, report_data, stage_rows
+from stagewise.release.switching import predict_next, rollback, switch
 from stagewise.release.validation import validate_file, validate_release
 from stagewise.store.atomic import atomic_write
 
@@ -96,7 +99,7 @@ def status(
             else ""
         )
         console.print(
-            f"next stage: {prediction.predicted_stage} when {' and '.join(prediction.conditions) or 'switched'}{when}"
+            f"next stage: {prediction.predicted_stage} when {' or '.join(prediction.conditions) or 'switched'}{when}"
         )
 
 
@@ -106,38 +109,15 @@ def list_stages(
 ) -> None:
     """List the stages in training order, with their configs and switch conditions."""
     release = _open(repo, ref)
+    rows = stage_rows(release)
     config = release.require_stage_config()
-    active = release.read_active()
-    current = active.current_stage if active else None
-    rows = []
-    for order, name in enumerate(config.ordered_stages(), 1):
-        d = config.stages[name]
-        rows.append(
-            {
-                "order": order,
-                "stage": name,
-                "name": d.name,
-                "active": name == current,
-                "config_file": d.config_file,
-                "variants": {
-                    k: {"config_file": v.config_file, "weight": v.weight}
-                    for k, v in (d.variants or {}).items()
-                }
-                or None,
-                "trigger_mode": d.trigger_mode or "auto",
-                "conditions": [
-                    condition_text(c.epoch, c.condition) for c in d.auto_switch_conditions
-                ],
-                "description": d.description,
-            }
-        )
     if as_json:
         print_json({"default_stage": config.initial_stage, "stages": rows})
         return
     console.print(
         table(
             f"Stages of {release.source.display}",
-            ["#", "stage", "name", "config", "trigger", "switches in when", ""],
+            ["#", "stage", "name", "config", "trigger", "switches in when (any one)", ""],
             [
                 [
                     r["order"],
@@ -203,6 +183,8 @@ def validate(
 ) -> None:
     """Check the repo (or one file): schema, files, names, weights, references, conditions.
     Exits 1 when there are errors."""
+    if file is not None and repo is None and not os.environ.get("STAGE_CONFIG_PATH"):
+        repo = str(_repo_of(file))  # dataset paths in the file are relative to its repo
     release = _open(repo, ref)
     report = validate_file(release, str(file)) if file else validate_release(release)
     if as_json:
@@ -219,6 +201,15 @@ def validate(
         raise typer.Exit(1)
 
 
+def _repo_of(file: Path) -> Path:
+    """The nearest folder above ``file`` that holds a stage_config.yaml or a
+    training_dataset.json (else the working directory)."""
+    for folder in file.resolve().parents:
+        if (folder / "stage_config.yaml").is_file() or (folder / "training_dataset.json").is_file():
+            return folder
+    return Path.cwd()
+
+
 app.command("validate-config", help="Same as 'validate' (seed 000's name).")(validate)
 
 
@@ -229,15 +220,56 @@ def report(
     ),
     repo: str | None = RepoOption,
     ref: str | None = RefOption,
+    as_json: bool = typer.Option(False, "--json", help="Print the report's content as JSON."),
 ) -> None:
     """Write a markdown report: stages, current stage, history with durations, next stage,
     and each stage's datasets."""
-    text = render_report(_open(repo, ref))
+    data = report_data(_open(repo, ref))
+    if as_json:
+        print_json(data)
+        return
+    text = render_report(data)
     if output is None:
         sys.stdout.write(text + "\n")
         return
     atomic_write(output, text + "\n")
     console.print(f"report written to {output}")
+
+
+@app.command()
+def events(
+    last: int | None = typer.Option(None, "--last", "-n", min=1, help="Only the last N events."),
+    repo: str | None = RepoOption,
+    ref: str | None = RefOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Show the stage_switch events of stage_events.jsonl (seed 000's log shape)."""
+    log = read_events(_open(repo, ref))
+    shown = log.events[-last:] if last else log.events
+    if as_json:
+        print_json([event.to_data() for event in shown])
+        return
+    console.print(
+        table(
+            "Stage switch events",
+            ["time", "from", "to", "trigger", "condition", "by", "reason", "metadata"],
+            [
+                [
+                    e.timestamp,
+                    e.from_stage,
+                    e.to_stage + (f" / {e.variant}" if e.variant else ""),
+                    e.trigger,
+                    e.condition,
+                    e.activated_by,
+                    e.reason,
+                    json.dumps(e.metadata) if e.metadata else None,
+                ]
+                for e in shown
+            ],
+        )
+    )
+    for problem in log.skipped:
+        render_problem(problem)
 
 
 @app.command()
@@ -282,6 +314,7 @@ def _switch(
     run_id: str | None,
     repo: str | None,
 ) -> None:
+    reason = _as_text(reason)
     result = switch(_open(repo), stage, reason=reason, by=by.value, variant=variant, run_id=run_id)
     variant_text = f" (variant {result.variant})" if result.variant else ""
     if result.from_stage == result.to_stage:
@@ -291,6 +324,13 @@ def _switch(
             f"switched {result.from_stage or '(none)'} -> [bold]{stage}[/bold]{variant_text}"
             + (f": {reason}" if reason else "")
         )
+
+
+def _as_text(value: str | None) -> str | None:
+    """Arguments that are not valid UTF-8 reach Python as surrogates; keep them readable."""
+    if value is None:
+        return None
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 VariantOption = typer.Option(
@@ -342,5 +382,5 @@ def rollback_command(
     repo: str | None = RepoOption,
 ) -> None:
     """Go back to the stage active before the current one (recorded as a switch)."""
-    result = rollback(_open(repo), reason=reason, by=by.value)
+    result = rollback(_open(repo), reason=_as_text(reason), by=by.value)
     console.print(f"rolled back {result.from_stage} -> [bold]{result.to_stage}[/bold]")

@@ -75,7 +75,7 @@ class SwitchStrategy(FormatModel):
         1, ge=1, description="conditions are checked at epochs that are multiples of this"
     )
     fallback_stage: str | None = Field(
-        None, description="the stage used when the active stage cannot be read"
+        None, description="where 'stage rollback' goes when the history has no earlier stage"
     )
 
 

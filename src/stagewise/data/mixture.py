@@ -3,7 +3,8 @@
 Each source offers a *supply*: ``floor(size * repeat)``, capped at ``cap``.
 
 - Without weights, every source contributes its whole supply.
-- With weights, the shares follow the weights (normalised), and the epoch is the largest
+- With weights, the shares follow the weights (normalised over the sources that offer
+  samples: an empty source is left out and the others share its weight), and the epoch is the largest
   one that no source's supply limits: ``total = round(min_i(supply_i / w_i))``; each count
   is ``w_i * total``, rounded by largest remainder (ties: higher priority, then order) and
   never above the supply. ``repeat`` therefore bounds how often a sample may be seen in
@@ -50,10 +51,16 @@ def allocate(sources: Sequence[Source]) -> list[Allocation]:
     supplies = [supply(s) for s in sources]
     if not any(s.weight is not None for s in sources):
         return [Allocation(s.name, n, None, n) for s, n in zip(sources, supplies, strict=True)]
-    weights = [float(s.weight or 0) for s in sources]
+    if sum(float(s.weight or 0) for s in sources) <= 0:
+        raise ValueError("all weights are 0: at least one source needs a weight above 0")
+    # A source with nothing to offer (an empty file, duplicate 0) would make the epoch
+    # empty; it is left out and the others share its weight.
+    weights = [
+        0.0 if n == 0 else float(s.weight or 0) for s, n in zip(sources, supplies, strict=True)
+    ]
     total_weight = sum(weights)
     if total_weight <= 0:
-        raise ValueError("all weights are 0: at least one source needs a weight above 0")
+        return [Allocation(s.name, n, 0.0, 0) for s, n in zip(sources, supplies, strict=True)]
     shares = [w / total_weight for w in weights]
     known = [n / p for n, p in zip(supplies, shares, strict=True) if n is not None and p > 0]
     if not known or any(n is None and p > 0 for n, p in zip(supplies, shares, strict=True)):

@@ -73,7 +73,13 @@ def stage_references(config: StageConfig, doc: Document) -> list[Problem]:
         for i, entry in enumerate(definition.auto_switch_conditions):
             path = ("stages", stage, "auto_switch_conditions", i)
             if entry.condition:
-                found += _condition_problems(doc, (*path, "condition"), entry.condition, named)
+                found += _condition_problems(
+                    doc,
+                    (*path, "condition"),
+                    entry.condition,
+                    named,
+                    has_epoch=entry.epoch is not None,
+                )
             if entry.epoch and entry.epoch % interval:
                 checked = math.ceil(entry.epoch / interval) * interval
                 found.append(
@@ -122,7 +128,7 @@ def _unknown(doc: Document, path: KeyPath, value: str, names: list[str]) -> Prob
 
 
 def _condition_problems(
-    doc: Document, path: KeyPath, text: str, named: dict[str, conditions.Node]
+    doc: Document, path: KeyPath, text: str, named: dict[str, conditions.Node], *, has_epoch: bool
 ) -> list[Problem]:
     try:
         node = conditions.parse(text)
@@ -132,12 +138,24 @@ def _condition_problems(
     for flag in sorted(conditions.flags(node) - set(named) - conditions.BUILTIN_LABELS):
         guess = suggest(flag, list(named))
         if guess:
+            holds = "holds once the epoch is reached" if has_epoch else "holds only when reported"
             found.append(
                 _at(
                     doc,
                     path,
-                    f"{flag!r} is not a defined condition, so it always holds",
+                    f"{flag!r} is not a defined condition, so it {holds}",
                     f"did you mean {guess!r}?",
+                    "warning",
+                )
+            )
+        elif not has_epoch:
+            found.append(
+                _at(
+                    doc,
+                    path,
+                    f"{flag!r} is a label with no epoch: it holds only when the training loop "
+                    f"reports a metric {flag!r} that is true",
+                    f"add 'epoch: N' to the entry, or define {flag!r} under 'conditions:'",
                     "warning",
                 )
             )
@@ -321,6 +339,17 @@ def active_problems(
         found.append(_unknown(doc, ("current_stage",), active.current_stage, names))
         return found
     variants = config.stages[active.current_stage].variants
+    if variants and active.current_variant is None:
+        found.append(
+            _at(
+                doc,
+                ("current_variant",),
+                f"stage {active.current_stage!r} has A/B variants but no current_variant: a run needs "
+                "AB_VARIANT or a run id to choose one",
+                f"switch again with --variant ({', '.join(variants)})",
+                "warning",
+            )
+        )
     if active.current_variant is not None and (
         not variants or active.current_variant not in variants
     ):

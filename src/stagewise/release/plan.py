@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from stagewise.config import DatasetConfig
 from stagewise.data.mixture import Source, allocate
@@ -64,20 +64,24 @@ class StagePlan:
 
     def rows(self) -> list[list[object]]:
         """The plan as table rows under :attr:`COLUMNS` (for the CLI and the report)."""
+        return self.rows_of([asdict(d) for d in self.datasets])
+
+    @staticmethod
+    def rows_of(datasets: list[dict[str, Any]]) -> list[list[object]]:
         return [
             [
-                d.name,
-                d.location,
-                "yes" if d.enabled else "no",
-                d.weight,
-                f"{d.share:.1%}" if d.share is not None else None,
-                f"{d.duplicate:g}",
-                d.cap,
-                d.samples,
-                d.expected,
-                d.note,
+                d["name"],
+                d["location"],
+                "yes" if d["enabled"] else "no",
+                d["weight"],
+                f"{d['share']:.1%}" if d["share"] is not None else None,
+                f"{d['duplicate']:g}",
+                d["cap"],
+                d["samples"],
+                d["expected"],
+                d["note"],
             ]
-            for d in self.datasets
+            for d in datasets
         ]
 
     def to_dict(self) -> dict[str, object]:
@@ -98,6 +102,24 @@ def category_of(name: str, categories: list[str]) -> str | None:
     return "others" if "others" in categories else None
 
 
+def ratio_weights(
+    names: list[str], ratios: dict[str, float]
+) -> tuple[dict[str, float], dict[str, str | None]]:
+    """Each dataset's weight from category ratios (a category's share split evenly among
+    its datasets; 0 for a dataset in no category), and each dataset's category."""
+    total = sum(float(v) for v in ratios.values()) or 1.0
+    categories = {name: category_of(name, list(ratios)) for name in names}
+    members: dict[str, int] = {}
+    for category in categories.values():
+        if category is not None:
+            members[category] = members.get(category, 0) + 1
+    weights = {
+        name: (float(ratios[c]) / total / members[c] if c is not None else 0.0)
+        for name, c in categories.items()
+    }
+    return weights, categories
+
+
 def target_weights(
     config: DatasetConfig,
 ) -> tuple[dict[str, float | None], str, dict[str, str | None]]:
@@ -115,15 +137,8 @@ def target_weights(
             categories,
         )
     if ratios:
-        members: dict[str, int] = {}
-        for category in categories.values():
-            if category is not None:
-                members[category] = members.get(category, 0) + 1
-        weights: dict[str, float | None] = {
-            name: (float(ratios[c]) / members[c] if c is not None else 0.0)
-            for name, c in categories.items()
-        }
-        return weights, "data_ratio", categories
+        weights, _ = ratio_weights([d.name for d in enabled], ratios)
+        return dict(weights), "data_ratio", categories
     return {d.name: None for d in enabled}, "none", categories
 
 

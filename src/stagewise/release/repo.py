@@ -29,7 +29,7 @@ from stagewise.config import (
     load_model,
     parse_document,
 )
-from stagewise.config.base import FormatModel, M, suggest
+from stagewise.config.base import FormatModel, suggest
 from stagewise.errors import ConfigError, ReadOnlyReleaseError, StageError, StageNotFoundError
 from stagewise.release import checks
 from stagewise.release.sources import ReleaseSource, home_dir, make_source
@@ -116,10 +116,6 @@ class Release:
     def read_document(self, rel: str) -> Document | None:
         raw = self.source.read_bytes(rel)
         return None if raw is None else parse_document(raw, self.source.describe(rel))
-
-    def load(self, model: type[M], rel: str, what: str) -> M | None:
-        doc = self.read_document(rel)
-        return None if doc is None else load_model(model, doc, what=what)
 
     @cached_property
     def stage_config(self) -> StageConfig | None:
@@ -324,11 +320,21 @@ class Release:
         )
 
     def _load_forced_file(self, path: Path, forced: str) -> tuple[DatasetConfig, str]:
-        """A forced config path is tried against the working directory, then the repo."""
+        """A forced config path is tried against the working directory, then the repo; in a
+        repo read at a git ref, a relative path is read at that ref first."""
+        relative = not path.is_absolute()
+        if relative and not self.source.writable and self.source.read_bytes(str(path)) is not None:
+            return self.load_dataset_config(str(path))
         tried = [path] if path.is_absolute() else [Path.cwd() / path]
-        if not path.is_absolute() and self.root is not None:
+        if not path.is_absolute() and self.source.writable and self.root is not None:
             tried.append(self.root / path)
-        found = next((p for p in tried if p.is_file()), None)
+        try:
+            found = next((p for p in tried if p.is_file()), None)
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ConfigError(
+                f"FORCE_DATASET_CONFIG is not a usable path: {reason}", location=forced[:200]
+            ) from None
         if found is not None:
             doc = parse_document(found.read_bytes(), str(found))
             return _load_dataset_doc(doc), str(found)
@@ -336,7 +342,7 @@ class Release:
             return self.load_dataset_config(str(path))
         raise ConfigError(
             "FORCE_DATASET_CONFIG names a file that does not exist",
-            location=forced,
+            location=forced[:200],
             hint=f"looked at {', '.join(str(p) for p in tried)}; fix the path or unset it",
         )
 

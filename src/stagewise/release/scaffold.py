@@ -22,7 +22,7 @@ from stagewise.config import (
     parse_document,
 )
 from stagewise.errors import ConfigError
-from stagewise.release.plan import category_of
+from stagewise.release.plan import ratio_weights
 from stagewise.release.repo import ACTIVE_STAGE, STAGE_CONFIG
 from stagewise.release.switching import timestamp
 from stagewise.store.atomic import atomic_write
@@ -166,15 +166,11 @@ def generate_from_base(
 ) -> tuple[DatasetConfig, list[str]]:
     """A stage config: the base's datasets, weighted by the category ratios. Returns the
     config and notes (datasets left out, categories with no dataset)."""
-    total = sum(ratios.values())
-    shares = {k: v / total for k, v in ratios.items()}
-    categories = {d.name: category_of(d.name, list(shares)) for d in base.dataset_index}
-    members: dict[str, int] = {}
-    for c in categories.values():
-        if c is not None:
-            members[c] = members.get(c, 0) + 1
+    weights, categories = ratio_weights([d.name for d in base.dataset_index], ratios)
     notes = [
-        f"category {c!r} matches no dataset of the base config" for c in shares if c not in members
+        f"category {c!r} matches no dataset of the base config"
+        for c in ratios
+        if c not in categories.values()
     ]
     entries = []
     for d in base.dataset_index:
@@ -184,7 +180,7 @@ def generate_from_base(
             entry.enabled = False
             notes.append(f"dataset {d.name!r} matches no category: written with enabled: false")
         else:
-            entry.stage_weight = round(shares[category] / members[category], 6)
+            entry.stage_weight = round(weights[d.name], 6)
         entries.append(entry)
     meta = base.meta.model_copy(deep=True) if base.meta else DatasetMeta()
     meta.stage = stage

@@ -151,7 +151,10 @@ def make_source(target: str, ref: str | None, home: Path) -> ReleaseSource:
         root = Path(locations.local_path(target)).expanduser().resolve()
         is_dir = root.is_dir()
     except (OSError, ValueError) as exc:
-        raise ReleaseSourceError(f"not a usable repo path: {exc}", location=target[:200]) from None
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ReleaseSourceError(
+            f"not a usable repo path: {reason}", location=target[:200]
+        ) from None
     if not is_dir:
         raise ReleaseSourceError(
             "the release repo directory does not exist",

@@ -149,10 +149,10 @@ def _load(model: type[M], doc: Document | None, what: str, report: Report) -> M 
 
 def _as_problem(exc: StagewiseError, file: str) -> Problem:
     location = exc.location or file
-    path, _, line = location.partition(":")
-    return Problem(
-        exc.headline, file=path or file, line=int(line) if line.isdigit() else None, hint=exc.hint
-    )
+    path, _, line = location.rpartition(":")
+    if not line.isdigit():  # no line number: the colon, if any, belongs to a URL
+        path, line = location, ""
+    return Problem(exc.headline, file=path or file, line=int(line) if line else None, hint=exc.hint)
 
 
 def _validate_dataset_file(
