@@ -10,7 +10,6 @@ import itertools
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -255,14 +254,11 @@ def billion_laughs(levels: int = 10, fanout: int = 10) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_alias_bomb_is_refused_quickly() -> None:
+def test_alias_bomb_is_refused_at_a_bounded_size() -> None:
     text = billion_laughs()
     assert len(text) < 1200  # about 1 KB that would expand to 10**10 values
-    start = time.perf_counter()
-    error = config_error(text, "stage_config.yaml")
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0, f"took {elapsed:.2f}s"
-    assert "expands to more than" in error.headline
+    error = config_error(text, "stage_config.yaml")  # stops after MAX_NODES values, not 10**10
+    assert "expands to more than 200000 values" in error.headline
     assert error.location and error.location.startswith("stage_config.yaml:")
     assert error.hint
 
