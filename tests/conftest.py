@@ -72,3 +72,11 @@ def cli(tmp_path: Path) -> CliRunner:
         )
 
     return run
+
+
+def run_bash(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run bash with this environment's `stagewise` first on PATH, as `make demo` does."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(
+        ["bash", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.conftest import run_bash
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -19,16 +20,7 @@ def block(name: str) -> str:
 
 
 def test_quickstart_commands_run(tmp_path: Path) -> None:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", block("quickstart")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = run_bash("-euo", "pipefail", "-c", block("quickstart"), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "switched pretraining -> finetuning" in result.stdout
     assert "stages/ab_testing/variant_b.json" in result.stdout
