@@ -7,13 +7,15 @@ BIN := $(VENV)/bin
 # Re-install only when the project's dependencies change.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean services
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# torch first, pinned: the CPU wheel on these machines; a bare "torch" pulls a CUDA build.
 $(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
@@ -28,7 +30,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests examples docs
 	$(BIN)/lint-imports
 
-test: lint
+# Tests of the SQL sources (and later the metadata DB) use the local PostgreSQL for real.
+export STAGEWISE_TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+
+services:
+	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || \
+		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start 2>/dev/null || \
+		echo "PostgreSQL is not running and could not be started: its tests will be skipped"
+
+test: lint services
 	$(BIN)/python -m pytest
 
 clean:

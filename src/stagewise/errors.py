@@ -115,3 +115,16 @@ class ReadOnlyReleaseError(StageError):
 
 class StateLockTimeoutError(StageError):
     """The lock that guards a release's state files was not free in time."""
+
+
+class DataError(StagewiseError):
+    """Data that cannot be read, preprocessed or sampled: a bad row, a corrupt shard, a
+    store from a newer format, a series too short for its windows."""
+
+
+class SourceError(DataError):
+    """A source (file, glob, URL or SQL query) that cannot be read, or a bad row in it."""
+
+
+class StoreError(DataError):
+    """A sample store that is missing, incomplete, corrupt or from a newer format."""
