@@ -8,6 +8,7 @@ import sys
 import typer
 
 from stagewise import __version__
+from stagewise.cli import data as data_commands
 from stagewise.cli import release as release_commands
 from stagewise.cli import stage as stage_commands
 from stagewise.cli.output import render_error
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 app.add_typer(stage_commands.app, name="stage")
 app.add_typer(release_commands.app, name="release")
+app.add_typer(data_commands.app, name="data")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,260 @@
+"""Writing a store version: everything goes to a temporary folder, metadata.json last, then
+one rename publishes it and LATEST moves to it. A crash at any point leaves the previous
+version as LATEST and readable; the half-written folder is never read and is swept later."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import shutil
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from stagewise import __version__
+from stagewise.data.samples.format import (
+    FORMAT_VERSION,
+    LATEST_FILE,
+    METADATA_FILE,
+    TEMP_PREFIX,
+    VERSION_PREFIX,
+    ArrayInfo,
+    ColumnInfo,
+    ShardInfo,
+    SplitInfo,
+    StoreMetadata,
+    WindowInfo,
+)
+from stagewise.errors import StoreError
+from stagewise.store.atomic import _fsync_dir, atomic_write
+
+SHARD_BYTES = 128 * 1024 * 1024  # one shard is about this much; a writer buffers one per split
+_CANONICAL_SPLITS = ("train", "val", "test")
+_HASH_BLOCK = 8 * 1024 * 1024
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def column_infos(schema: pa.Schema) -> list[ColumnInfo]:
+    infos = []
+    for field in schema:
+        kind = field.type
+        shape: list[int] = []
+        if pa.types.is_fixed_size_list(kind):
+            declared = (field.metadata or {}).get(b"shape")
+            shape = json.loads(declared) if declared else [kind.list_size]
+            kind = kind.value_type
+        infos.append(ColumnInfo(name=field.name, type=str(kind), shape=shape))
+    return infos
+
+
+def sweep_temporaries(root: Path, older_than_s: float = 3600.0) -> None:
+    """Remove version folders a crashed writer left behind (older than an hour, so that a
+    writer still running elsewhere keeps its folder)."""
+    if not root.is_dir():
+        return
+    now = time.time()
+    for entry in root.iterdir():
+        if entry.name.startswith(TEMP_PREFIX) and now - entry.stat().st_mtime > older_than_s:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+class StoreWriter:
+    """Builds one version of the store at ``root``; use as a context manager."""
+
+    def __init__(
+        self, root: str | os.PathLike[str], key: str, *, kind: str = "table", replace: bool = False
+    ) -> None:
+        self.root = Path(root)
+        self.replace = replace
+        self.key = key
+        self.kind = kind
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the store folder: {exc.strerror}",
+                location=str(self.root),
+                hint="choose an output folder you can write to",
+            ) from None
+        sweep_temporaries(self.root)
+        self.temp = self.root / f"{TEMP_PREFIX}{key[:12]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        (self.temp / "shards").mkdir(parents=True)
+        (self.temp / "arrays").mkdir()
+        self._buffers: dict[str, list[pa.RecordBatch]] = defaultdict(list)
+        self._buffered_bytes: dict[str, int] = defaultdict(int)
+        self._shards: dict[str, list[ShardInfo]] = defaultdict(list)
+        self._schema: pa.Schema | None = None
+        self._arrays: dict[str, ArrayInfo] = {}
+        self._array_files: dict[str, np.ndarray] = {}
+        self._shard_count = 0
+        self.published: Path | None = None
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        if self.published is None:
+            self.abort()
+
+    # rows ------------------------------------------------------------------------------
+    def add_batch(self, batch: pa.RecordBatch | pa.Table, split: str = "train") -> None:
+        if batch.num_rows == 0:
+            return
+        if self._schema is None:
+            self._schema = batch.schema
+        elif not batch.schema.equals(self._schema, check_metadata=False):
+            raise StoreError(
+                "a batch has a different schema from the first one",
+                location=f"split {split!r}",
+                hint=f"every batch must have the schema {self._schema}; "
+                f"this one has {batch.schema}",
+            )
+        batches = batch.to_batches() if isinstance(batch, pa.Table) else [batch]
+        self._buffers[split].extend(batches)
+        self._buffered_bytes[split] += batch.nbytes
+        if self._buffered_bytes[split] >= SHARD_BYTES:
+            self._flush(split)
+
+    def add_batches(self, batches: Iterable[pa.RecordBatch], split: str = "train") -> None:
+        for batch in batches:
+            self.add_batch(batch, split)
+
+    def _flush(self, split: str) -> None:
+        batches = self._buffers.pop(split, [])
+        self._buffered_bytes.pop(split, None)
+        if not batches:
+            return
+        table = pa.Table.from_batches(batches, schema=self._schema).combine_chunks()
+        name = f"shards/{self._shard_count:05d}.arrow"
+        self._shard_count += 1
+        path = self.temp / name
+        # One record batch per shard keeps every column contiguous, so a reader maps it
+        # into numpy without a copy.
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as out:
+            out.write_table(table, max_chunksize=max(table.num_rows, 1))
+        self._shards[split].append(
+            ShardInfo(
+                file=name, rows=table.num_rows, bytes=path.stat().st_size, sha256=file_sha256(path)
+            )
+        )
+
+    # arrays ----------------------------------------------------------------------------
+    def new_array(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A writable array backed by the version's file: filled in place, so an array
+        larger than memory never has to be held in memory."""
+        path = self.temp / "arrays" / f"{name}.npy"
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        self._array_files[name] = array
+        return array
+
+    def add_array(self, name: str, values: np.ndarray) -> None:
+        target = self.new_array(name, values.shape, values.dtype)
+        target[...] = values
+
+    def release_pages(self, name: str) -> None:
+        """Write an array's pages to its file and drop them from this process's memory,
+        so that a large output does not count against the writer's resident memory."""
+        array = self._array_files[name]
+        if isinstance(array, np.memmap):
+            array.flush()
+            mapping = getattr(array, "_mmap", None)
+            if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+                mapping.madvise(mmap.MADV_DONTNEED)
+
+    def _close_arrays(self) -> None:
+        for name, array in self._array_files.items():
+            if isinstance(array, np.memmap):
+                array.flush()
+            path = self.temp / "arrays" / f"{name}.npy"
+            self._arrays[name] = ArrayInfo(
+                file=f"arrays/{name}.npy",
+                dtype=str(array.dtype),
+                shape=list(array.shape),
+                bytes=path.stat().st_size,
+                sha256=file_sha256(path),
+            )
+        self._array_files.clear()
+
+    # publish ---------------------------------------------------------------------------
+    def commit(
+        self,
+        *,
+        num_samples: int | None = None,
+        splits: dict[str, SplitInfo] | None = None,
+        windows: WindowInfo | None = None,
+        source: dict[str, Any] | None = None,
+        transform: dict[str, Any] | None = None,
+        stats: dict[str, Any] | None = None,
+    ) -> Path:
+        """Write metadata.json, publish the version and point LATEST at it."""
+        for split in list(self._buffers):
+            self._flush(split)
+        self._close_arrays()
+        shards: list[ShardInfo] = []
+        if splits is None:
+            splits = {}
+            order = [s for s in _CANONICAL_SPLITS if s in self._shards]
+            order += sorted(s for s in self._shards if s not in _CANONICAL_SPLITS)
+            for split in order:
+                rows = sum(s.rows for s in self._shards[split])
+                splits[split] = SplitInfo(start=sum(s.rows for s in shards), count=rows)
+                shards.extend(self._shards[split])
+        if num_samples is None:
+            num_samples = sum(s.rows for s in shards)
+        metadata = StoreMetadata(
+            format_version=FORMAT_VERSION,
+            kind=self.kind,  # type: ignore[arg-type]
+            key=self.key,
+            created_at=time.strftime("%Y-%m-%d %H:%M:%S"),
+            num_samples=num_samples,
+            columns=column_infos(self._schema) if self._schema is not None else [],
+            splits=splits,
+            shards=shards,
+            arrays=self._arrays,
+            windows=windows,
+            source=source or {},
+            transform=transform or {},
+            stats=stats or {},
+            versions={
+                "stagewise": __version__,
+                "pyarrow": pa.__version__,
+                "numpy": np.__version__,
+            },
+        )
+        for folder in (self.temp / "shards", self.temp / "arrays"):
+            for file in folder.iterdir():
+                with open(file, "rb+") as handle:
+                    os.fsync(handle.fileno())
+        atomic_write(self.temp / METADATA_FILE, metadata.model_dump_json(indent=2))
+        final = self.root / f"{VERSION_PREFIX}{self.key}"
+        if final.exists() and self.replace:
+            # A forced rebuild: the old folder steps aside (swept later) and the new one
+            # takes its name; readers holding the old one keep their open files.
+            final.rename(self.root / f"{TEMP_PREFIX}replaced-{final.name}-{uuid.uuid4().hex[:8]}")
+        if final.exists():  # a concurrent writer published the same key: same content
+            shutil.rmtree(self.temp, ignore_errors=True)
+        else:
+            os.rename(self.temp, final)
+            _fsync_dir(self.root)
+        atomic_write(self.root / LATEST_FILE, final.name + "\n")
+        self.published = final
+        return final
+
+    def abort(self) -> None:
+        self._array_files.clear()
+        shutil.rmtree(self.temp, ignore_errors=True)

@@ -1,0 +1,243 @@
+"""PyTorch views of stores and mixtures: the only module of ``stagewise.data`` that imports
+torch.
+
+- :class:`StoreDataset`: map-style, over a store or one split. ``ds[i]`` is a dict of
+  tensors; ``ds[[i, j, ...]]`` is a whole batch gathered in one call, which is what
+  :func:`store_loader` asks for (a ``BatchSampler`` as the sampler, ``batch_size=None``).
+- :class:`MixtureDataset`: iterable, over a :class:`~stagewise.data.order.MixturePlan`
+  and one sample source per plan entry. It yields whole batches; DataLoader worker ``w``
+  of ``n`` builds batches ``w, w + n, ...`` of this rank, and the DataLoader hands them
+  out in that same round-robin, so the loader's batches are the same whatever
+  ``num_workers`` is. Under ``torch.distributed`` the rank and world size are read from
+  the process group.
+- :class:`MixtureLoader`: the DataLoader plus ``state_dict()`` / ``load_state_dict()``
+  that resume mid-epoch at the next unseen sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+    get_worker_info,
+)
+
+from stagewise.data.order import MixturePlan, MixtureSampler
+from stagewise.data.samples import SampleStore
+from stagewise.errors import DataError
+
+
+def to_tensors(sample: Mapping[str, Any]) -> dict[str, Any]:
+    """Numeric numpy values as tensors (read-only views are copied: torch needs writable
+    memory); other values as they are."""
+    out: dict[str, Any] = {}
+    for name, value in sample.items():
+        if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+            out[name] = torch.from_numpy(value if value.flags.writeable else value.copy())
+        elif isinstance(value, np.generic):
+            out[name] = torch.as_tensor(value.item())
+        else:
+            out[name] = value
+    return out
+
+
+def collate(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Stack a list of samples column by column (for loaders that fetch one by one)."""
+    first = samples[0]
+    out: dict[str, Any] = {}
+    for name in first:
+        values = [s[name] for s in samples]
+        if isinstance(values[0], torch.Tensor):
+            out[name] = torch.stack(values)
+        elif isinstance(values[0], np.ndarray | np.generic | int | float):
+            out[name] = torch.as_tensor(np.stack([np.asarray(v) for v in values]))
+        else:
+            out[name] = values
+    return out
+
+
+class StoreDataset(Dataset):
+    """Map-style dataset over a store (or ``split`` of it)."""
+
+    def __init__(self, store: SampleStore, split: str | None = None) -> None:
+        self.store = store.split(split) if split else store
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, index: int | Sequence[int]) -> dict[str, Any]:
+        if isinstance(index, int | np.integer):
+            return to_tensors(self.store[int(index)])
+        return to_tensors(self.store.take(np.asarray(index, dtype=np.int64)))
+
+
+def store_loader(
+    store: SampleStore,
+    split: str | None = None,
+    *,
+    batch_size: int = 32,
+    shuffle: bool = False,
+    seed: int = 0,
+    drop_last: bool = False,
+    num_workers: int = 0,
+    **loader_options: Any,
+) -> DataLoader:
+    """A DataLoader that gathers each batch in one call (no per-sample collate)."""
+    dataset = StoreDataset(store, split)
+    generator = torch.Generator().manual_seed(seed)
+    order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    return DataLoader(
+        dataset,
+        sampler=BatchSampler(order, batch_size, drop_last),
+        batch_size=None,
+        num_workers=num_workers,
+        **loader_options,
+    )
+
+
+def _distributed() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class MixtureDataset(IterableDataset):
+    """Batches of a mixture epoch (see the module docstring).
+
+    ``sources`` maps each plan entry's name to what holds its samples: a
+    :class:`SampleStore` (or split), or anything with ``take(indices) -> dict``. Every
+    source must give the same columns. Each batch also carries ``dataset`` (the entry's
+    number in the plan) and ``index`` (the sample's index in its source).
+    """
+
+    def __init__(
+        self,
+        plan: MixturePlan,
+        sources: Mapping[str, Any],
+        *,
+        batch_size: int,
+        seed: int,
+        epoch: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        missing = [e.name for e in plan.entries if e.count and e.name not in sources]
+        if missing:
+            raise DataError(
+                f"no source given for dataset(s) {', '.join(missing)} of the plan",
+                hint="pass every planned dataset in sources={name: store}",
+            )
+        too_small = [
+            f"{e.name} ({len(sources[e.name])} < {e.size})"
+            for e in plan.entries
+            if e.count and hasattr(sources[e.name], "__len__") and len(sources[e.name]) < e.size
+        ]
+        if too_small:
+            raise DataError(
+                f"source(s) hold fewer samples than the plan says: {', '.join(too_small)}",
+                hint="rebuild the plan from the stores you pass",
+            )
+        self.plan = plan
+        self.sources = dict(sources)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = epoch
+        found_rank, found_world = _distributed()
+        self.rank = found_rank if rank is None else rank
+        self.world_size = found_world if world_size is None else world_size
+        self.drop_last = drop_last
+        self.start = 0  # sample_in_epoch to resume from
+
+    def sampler(self) -> MixtureSampler:
+        sampler = MixtureSampler(
+            self.plan, self.seed, self.epoch, rank=self.rank, world_size=self.world_size
+        )
+        if self.start:
+            state = sampler.state_dict()
+            state["sample_in_epoch"] = self.start
+            sampler.load_state_dict(state)
+        return sampler
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        names = [e.name for e in self.plan.entries]
+        for datasets, indices in self.sampler().batches(
+            self.batch_size, worker=worker, num_workers=workers, drop_last=self.drop_last
+        ):
+            yield to_tensors(self.gather(names, datasets, indices))
+
+    def gather(self, names: list[str], datasets: np.ndarray, indices: np.ndarray) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for number in np.unique(datasets):
+            mask = datasets == number
+            part = self.sources[names[number]].take(indices[mask])
+            for column, values in part.items():
+                if isinstance(values, np.ndarray):
+                    if column not in out:
+                        out[column] = np.empty((len(indices), *values.shape[1:]), values.dtype)
+                    elif out[column].shape[1:] != values.shape[1:]:
+                        raise DataError(
+                            f"column {column!r} has shape {values.shape[1:]} in "
+                            f"{names[number]} but {out[column].shape[1:]} in another dataset",
+                            hint="mix only datasets whose samples have the same shapes",
+                        )
+                    out[column][mask] = values
+                else:
+                    slots = out.setdefault(column, [None] * len(indices))
+                    for slot, value in zip(np.flatnonzero(mask), values, strict=True):
+                        slots[slot] = value
+        out["dataset"] = datasets.astype(np.int64)
+        out["index"] = indices.astype(np.int64)
+        return out
+
+
+class MixtureLoader:
+    """A DataLoader over a :class:`MixtureDataset` whose progress can be saved and resumed.
+
+    ``state_dict()`` records the global ``sample_in_epoch`` after the batches this rank
+    has taken; a new loader (any ``num_workers``, any world size) given that state starts
+    at the first sample the old one had not delivered.
+    """
+
+    def __init__(self, dataset: MixtureDataset, *, num_workers: int = 0, **options: Any) -> None:
+        self.dataset = dataset
+        self.num_workers = num_workers
+        self.options = options
+        self.consumed = 0  # samples this rank has taken since ``dataset.start``
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        loader = DataLoader(
+            self.dataset, batch_size=None, num_workers=self.num_workers, **self.options
+        )
+        for batch in loader:
+            self.consumed += len(batch["index"])
+            yield batch
+
+    def __len__(self) -> int:
+        sampler = self.dataset.sampler()
+        if self.dataset.drop_last:  # only the batches every rank has in full
+            remaining = (self.dataset.plan.total - self.dataset.start) // sampler.world_size
+            return remaining // self.dataset.batch_size
+        return -(-len(sampler) // self.dataset.batch_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        sampler = self.dataset.sampler()
+        sampler.advance(self.consumed)
+        return sampler.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.dataset.sampler().load_state_dict(state)  # checks seed and plan
+        self.dataset.epoch = int(state["epoch"])
+        self.dataset.start = int(state["sample_in_epoch"])
+        self.consumed = 0
