@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   create .venv, install stagewise, run the quickstart end to end
+#   make demo   create .venv, install stagewise, run the quickstarts end to end
 #   make test   create .venv, install stagewise and dev tools, lint, check layers, run all tests
 PYTHON ?= python3
 VENV ?= .venv
@@ -24,6 +24,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/quickstart/run.sh
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/data/run.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples docs

@@ -334,3 +334,91 @@ def synth_traffic(
     console.print(
         f"wrote {result.rows:,} readings to {result.records} and {nodes} nodes to {result.nodes}"
     )
+
+
+@app.command()
+def plan(
+    stage: str | None = typer.Argument(
+        None, help="The stage; default: the one a run would train on now."
+    ),
+    repo: str | None = typer.Option(
+        None, "--repo", "-r", help="The release repo (default: STAGE_CONFIG_PATH, else here)."
+    ),
+    split: str = typer.Option("train", "--split", help="Which split of each sample store."),
+    variant: str | None = typer.Option(None, "--variant", help="For A/B stages: which one."),
+    seed: int = typer.Option(0, "--seed", help="Seed for --head."),
+    epoch: int = typer.Option(0, "--epoch", help="Epoch for --head."),
+    head: int = typer.Option(0, "--head", help="Also show the epoch's first N samples."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Show a stage's mixture plan: each dataset's size, weight, share and exact count in
+    one epoch (docs/concepts/mixtures.md explains the arithmetic)."""
+    _require_data_extra()
+    from stagewise.release import open_release
+    from stagewise.release.loading import load_stage_data
+
+    loaded = load_stage_data(open_release(repo), stage, variant=variant, split=split, record=False)
+    mixture = loaded.plan
+    total = mixture.total
+    rows = []
+    for entry, planned in zip(mixture.entries, _enabled(loaded.stage_plan), strict=True):
+        rows.append(
+            {
+                "dataset": entry.name,
+                "samples": entry.size,
+                "duplicate": planned.duplicate,
+                "cap": planned.cap,
+                "weight": entry.weight,
+                "count": entry.count,
+                "share_of_epoch": entry.count / total if total else 0.0,
+                "passes": entry.count / entry.size if entry.size else 0.0,
+            }
+        )
+    first: list[list[Any]] = []
+    if head:
+        datasets, indices = loaded.sampler(seed, epoch).indices(0, head)
+        first = [[mixture.entries[d].name, int(i)] for d, i in zip(datasets, indices, strict=True)]
+    info = {
+        "stage": loaded.resolution.stage,
+        "config_file": loaded.resolution.config_file,
+        "split": split,
+        "shuffle": mixture.shuffle,
+        "total": total,
+        "fingerprint": mixture.fingerprint,
+        "datasets": rows,
+        "head": first,
+    }
+    if as_json:
+        print_json(info)
+        return
+    columns = ["dataset", "samples", "duplicate", "cap", "weight", "count", "of epoch", "passes"]
+    body = [
+        [
+            r["dataset"],
+            f"{r['samples']:,}",
+            f"{r['duplicate']:g}",
+            r["cap"],
+            r["weight"],
+            f"{r['count']:,}",
+            f"{r['share_of_epoch']:.1%}",
+            f"{r['passes']:.2f}",
+        ]
+        for r in rows
+    ]
+    title = f"{info['stage'] or 'default'}  ({info['config_file']}, split {split})"
+    console.print(table(title, columns, body))
+    console.print(
+        f"epoch: {total:,} samples; shuffle: {mixture.shuffle}; plan {mixture.fingerprint[:12]}"
+    )
+    if first:
+        console.print(
+            table(
+                f"first {len(first)} samples (seed {seed}, epoch {epoch})",
+                ["dataset", "index"],
+                first,
+            )
+        )
+
+
+def _enabled(stage_plan: Any) -> list[Any]:
+    return [d for d in stage_plan.datasets if d.enabled]

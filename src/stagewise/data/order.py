@@ -308,7 +308,6 @@ class MixturePlan:
                     float(d.duplicate),
                     d.cap,
                     (float(weights[d.name] or 0.0) if weighted else None),
-                    # DatasetPlan carries no priority yet; file order then breaks the ties.
                     int(getattr(d, "priority", 1)),
                 )
                 for d in enabled

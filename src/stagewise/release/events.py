@@ -1,4 +1,5 @@
-"""Reading ``stage_events.jsonl``: the stage_switch events, in the order they happened.
+"""Reading ``stage_events.jsonl``: the stage_switch events, in the order they happened
+(``data_loading`` events share the file and are passed over here).
 
 A line that does not parse (cut short when a writer was killed, or edited by hand) is
 skipped and reported with its line number; the other events are still returned.
@@ -13,6 +14,9 @@ from stagewise.config import StageSwitchEvent, load_model
 from stagewise.config.loading import Document
 from stagewise.errors import Problem, StagewiseError
 from stagewise.release.repo import EVENT_LOG, Release
+
+# Other events that share the log (seed 000's data-loading statistics): not switches.
+OTHER_EVENTS = frozenset({"data_loading"})
 
 
 @dataclass
@@ -32,6 +36,8 @@ def read_events(release: Release) -> EventLog:
             continue
         try:
             data = json.loads(line)
+            if isinstance(data, dict) and data.get("event") in OTHER_EVENTS:
+                continue
             if not isinstance(data, dict) or data.get("event") != "stage_switch":
                 raise ValueError("not a stage_switch event")
             log.events.append(load_model(StageSwitchEvent, Document(data, f"{source}:{number}")))

@@ -37,6 +37,7 @@ class DatasetPlan:
     share: float | None
     expected: int | None
     note: str | None
+    priority: int = 1  # sampling_priority as a rank (low 0 .. critical 3): breaks rounding ties
 
 
 @dataclass(frozen=True)
@@ -142,8 +143,11 @@ def target_weights(
     return {d.name: None for d in enabled}, "none", categories
 
 
-def count_samples(location: str) -> tuple[int | None, str | None]:
-    """Samples in a dataset file (JSON lines, a JSON array, or CSV rows), or why not known."""
+def count_samples(location: str, split: str = "train") -> tuple[int | None, str | None]:
+    """Samples in a dataset: a sample store's split (read from its metadata), or a file's
+    records (JSON lines, a JSON array, or CSV rows); else None and why not known."""
+    if not locations.is_url(location) and os.path.isdir(location):
+        return _store_split_size(location, split)
     lowered = location.lower()
     if not lowered.endswith((".jsonl", ".jsonlines", ".ndjson", ".json", ".csv")):
         return None, "format not counted here"
@@ -160,6 +164,22 @@ def count_samples(location: str) -> tuple[int | None, str | None]:
             return (max(rows - 1, 0) if lowered.endswith(".csv") else rows), None
     except Exception as exc:  # a preview reports what it cannot read rather than failing
         return None, f"not readable: {type(exc).__name__}"
+
+
+def _store_split_size(folder: str, split: str) -> tuple[int | None, str | None]:
+    # Read as plain JSON: counting needs no pyarrow (the data extra may be absent).
+    metadata = os.path.join(folder, "metadata.json")
+    try:
+        if not os.path.exists(metadata):
+            with open(os.path.join(folder, "LATEST"), encoding="utf-8") as handle:
+                metadata = os.path.join(folder, handle.read().strip(), "metadata.json")
+        with open(metadata, encoding="utf-8") as handle:
+            splits = json.load(handle)["splits"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, "folder: not a readable sample store"
+    if split not in splits:
+        return None, f"store has no {split!r} split"
+    return int(splits[split]["count"]), None
 
 
 def _open_binary(location: str) -> BinaryIO:
@@ -218,6 +238,7 @@ def plan_stage(
                 share=allocation.share if allocation else None,
                 expected=allocation.count if allocation else (None if d.enabled else 0),
                 note=note if d.enabled else "disabled",
+                priority=PRIORITY_RANK.get(d.sampling_priority or "", 1),
             )
         )
     return StagePlan(plans, weighting)
