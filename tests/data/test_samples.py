@@ -165,3 +165,17 @@ def test_a_corrupt_shard_is_named_when_read(table_store):
     shard.write_bytes(b"not arrow at all")
     with pytest.raises(StoreError, match=r"shard shards/\d+\.arrow cannot be read"):
         open_store(table_store)[0]
+
+
+def test_a_store_at_a_url_opens_and_reads_through_the_cache(table_store, tmp_path):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.put(str(table_store), "/bucket/s", recursive=True)
+    store = open_store("memory://bucket/s")
+    assert len(store) == 13 and store.split("val")[1]["id"] == 101
+    assert store.take([0, 12])["id"].tolist() == [0, 102]
+    assert verify_store(store) == []
+    cached = list((tmp_path / ".stagewise-home" / "cache" / "stores").rglob("*.arrow"))
+    assert cached, "remote shards are fetched into the local cache"
+    fs.rm("/bucket", recursive=True)

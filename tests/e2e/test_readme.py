@@ -46,3 +46,21 @@ def test_sdk_example_runs(tmp_path: Path) -> None:
     assert "active_stage pretraining stages/pretraining.json" in result.stdout
     assert "epoch 50: pretraining -> finetuning" in result.stdout
     assert "epoch 100: finetuning -> evaluation" in result.stdout
+
+
+def test_data_commands_and_loader_run(tmp_path: Path) -> None:
+    result = run_bash("-euo", "pipefail", "-c", block("data"), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok: 8 files match their checksums" in result.stdout
+    assert "epoch: 400 samples" in result.stdout
+    loaded = subprocess.run(
+        [sys.executable, "-c", block("data-sdk")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    expected = "torch.Size([32, 12, 64, 1]) torch.Size([32, 12, 64, 1]) torch.Size([32, 12, 2])"
+    assert expected in loaded.stdout

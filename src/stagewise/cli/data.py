@@ -41,9 +41,14 @@ def preprocess(
         None, help="A YAML config with the same keys as the flags (flags override it)."
     ),
     source: str | None = typer.Option(
-        None, "--source", help="Records: file, glob, folder, URL, or SQLAlchemy URL."
+        None,
+        "--source",
+        "--odps_table",
+        help="Records: file, glob, folder, URL, or SQLAlchemy URL.",
     ),
-    output: str | None = typer.Option(None, "--output", "-o", help="The store's folder."),
+    output: str | None = typer.Option(
+        None, "--output", "-o", "--output_table", help="The store's folder."
+    ),
     transform: str | None = typer.Option(
         None, "--transform", help="timeseries (default), none, or module:function."
     ),
@@ -56,9 +61,15 @@ def preprocess(
     output_len: int | None = typer.Option(
         None, "--output_len", "--output-len", help="Target steps."
     ),
-    train_ratio: float | None = typer.Option(None, "--train_ratio", "--train-ratio"),
-    val_ratio: float | None = typer.Option(None, "--val_ratio", "--val-ratio"),
-    test_ratio: float | None = typer.Option(None, "--test_ratio", "--test-ratio"),
+    train_ratio: float | None = typer.Option(
+        None, "--train_ratio", "--train-ratio", help="Share of steps for training (0.6)."
+    ),
+    val_ratio: float | None = typer.Option(
+        None, "--val_ratio", "--val-ratio", help="Share of steps for validation (0.2)."
+    ),
+    test_ratio: float | None = typer.Option(
+        None, "--test_ratio", "--test-ratio", help="Share of steps for testing (0.2)."
+    ),
     start_date: str | None = typer.Option(
         None, "--start_date", "--start-date", help="First day, YYYYMMDD."
     ),

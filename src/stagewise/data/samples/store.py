@@ -48,22 +48,24 @@ def _home() -> Path:
 def _resolve_version(location: str, version: str | None) -> tuple[str, str]:
     """(the version folder, how it was found) for a store root or a version folder."""
     remote = locations.is_url(location)
-    fs, base = locations.filesystem(location) if remote else (None, locations.local_path(location))
+    base = location.rstrip("/") if remote else locations.local_path(location)
 
     def exists(path: str) -> bool:
-        return bool(fs.exists(path)) if fs is not None else os.path.exists(path)
+        if remote:
+            fs, inner = locations.filesystem(path)
+            return bool(fs.exists(inner))
+        return os.path.exists(path)
 
     def read(path: str) -> str:
-        if fs is not None:
-            with fs.open(path, "rb") as handle:
+        if remote:
+            fs, inner = locations.filesystem(path)
+            with fs.open(inner, "rb") as handle:
                 return str(handle.read().decode())
         with open(path, encoding="utf-8") as handle:
             return handle.read()
 
     def join(*parts: str) -> str:
-        return (
-            "/".join([base.rstrip("/"), *parts]) if fs is not None else os.path.join(base, *parts)
-        )
+        return "/".join([base, *parts]) if remote else os.path.join(base, *parts)
 
     if version:
         name = version if version.startswith(VERSION_PREFIX) else VERSION_PREFIX + version
