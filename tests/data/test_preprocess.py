@@ -170,3 +170,49 @@ def test_rows_with_a_custom_transform_and_split_column(tmp_path, monkeypatch):
     config.transform = "my_prep:nothing"
     with pytest.raises(ConfigError, match="has no function 'nothing'"):
         preprocess(config)
+
+
+def test_a_killed_preprocess_leaves_the_previous_version_readable(tmp_path):
+    import subprocess
+    import sys
+
+    rows = pa.table({"x": np.arange(10_000, dtype=np.int64)})
+    pq.write_table(rows, tmp_path / "rows.parquet", row_group_size=1000)
+    (tmp_path / "killer.py").write_text(
+        "import os, signal\n"
+        "seen = 0\n"
+        "def die_on_third(batch):\n"
+        "    global seen\n"
+        "    seen += 1\n"
+        "    if seen == 3:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return batch\n"
+    )
+    good = PreprocessConfig(
+        source=str(tmp_path / "rows.parquet"), output=str(tmp_path / "s"), transform="none"
+    )
+    before = preprocess(good).store.key
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from stagewise.config.preprocess import PreprocessConfig\n"
+        "from stagewise.data.preprocess import preprocess\n"
+        "preprocess(PreprocessConfig(source=sys.argv[2], output=sys.argv[3],"
+        " transform='killer:die_on_third', batch_size=1000))\n"
+    )
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(tmp_path),
+            str(tmp_path / "rows.parquet"),
+            str(tmp_path / "s"),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert killed.returncode == -9
+    assert list((tmp_path / "s").glob(".tmp-*")), "the half-written version is left aside"
+    store = open_store(tmp_path / "s")
+    assert store.key == before and store.column("x").tolist() == list(range(10_000))

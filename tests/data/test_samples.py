@@ -179,3 +179,18 @@ def test_a_store_at_a_url_opens_and_reads_through_the_cache(table_store, tmp_pat
     cached = list((tmp_path / ".stagewise-home" / "cache" / "stores").rglob("*.arrow"))
     assert cached, "remote shards are fetched into the local cache"
     fs.rm("/bucket", recursive=True)
+
+
+def test_leftovers_of_dead_writers_are_swept_and_live_ones_kept(tmp_path):
+    import os
+    import time
+
+    root = tmp_path / "s"
+    dead = root / ".tmp-abc-999999999-deadbeef"  # no such process
+    live = root / f".tmp-abc-{os.getpid()}-cafecafe"
+    for folder in (dead, live):
+        folder.mkdir(parents=True)
+        old = time.time() - 120
+        os.utime(folder, (old, old))
+    writer.sweep_temporaries(root)
+    assert not dead.exists() and live.exists()

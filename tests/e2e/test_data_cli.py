@@ -119,3 +119,23 @@ def test_synth_traffic_and_its_bad_input(cli, tmp_path):
     )
     assert result.returncode == 0 and (tmp_path / "out" / "records.csv").is_file()
     _clean_error(cli("data", "synth", "traffic", "out", "--format", "xml"), "parquet, csv or jsonl")
+
+
+def test_a_seed_003_jsonl_list_prints_per_dataset_counts(cli, tmp_path):
+    for name, rows in (("food101", 3), ("food2k", 5)):
+        (tmp_path / name).mkdir()
+        lines = [json.dumps({"image_path": f"{name}/{i}.jpg", "label": i}) for i in range(rows)]
+        (tmp_path / name / "train.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "prep.yaml").write_text(
+        "source: [food101/train.jsonl, food2k/train.jsonl, imagenet/train.jsonl]\n"
+        "transform: none\noutput: store\n"
+    )
+    result = cli("data", "preprocess", "prep.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "📊 多数据集加载统计 (训练模式):" in result.stdout
+    assert "• food101: 3 samples (37.5%)" in result.stdout
+    assert "📊 总计: 8 samples" in result.stdout
+    assert "imagenet/train.jsonl" in result.stderr  # skipped with a warning, as in the seed
+    strict = tmp_path / "strict.yaml"
+    strict.write_text((tmp_path / "prep.yaml").read_text() + "missing_files: error\n")
+    _clean_error(cli("data", "preprocess", "strict.yaml"), "imagenet/train.jsonl")

@@ -176,6 +176,13 @@ def preprocess(
             f"in {result.seconds:.1f} s ({rate:,.0f} records/s)"
         )
     console.print("splits: " + ", ".join(f"{k} {v:,}" for k, v in store.splits.items()))
+    counts = store.metadata.stats.get("dataset_counts")
+    if counts:  # seed 003's per-dataset loading statistics, for a list of JSONL files
+        from stagewise.data.sources import format_loading_statistics
+
+        console.print(format_loading_statistics(counts, "train"))
+    for path in store.metadata.stats.get("missing_files") or []:
+        errors.print(f"[yellow]skipped a missing file:[/yellow] {path}")
     if result.skipped:
         errors.print(f"[yellow]skipped {result.skipped:,} bad records[/yellow]; the first:")
         for line in result.first_errors:

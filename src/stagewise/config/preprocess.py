@@ -109,9 +109,15 @@ class PreprocessConfig(FormatModel):
     """One preprocess: where the records come from, what turns them into samples, where
     the store goes."""
 
-    source: str = Field(
-        description="records: a file, glob, folder or URL (JSONL, CSV, Parquet, Arrow), or a "
-        "SQLAlchemy URL with query or table"
+    source: str | list[str] = Field(
+        description="records: a file, glob, folder or URL (JSONL, CSV, Parquet, Arrow), a "
+        "SQLAlchemy URL with query or table, or a list of JSONL files (seed 003's "
+        "train_jsonl_list, records tagged by dataset_name)"
+    )
+    missing_files: Literal["warn", "error"] = Field(
+        "warn",
+        description="for a list of JSONL files: a missing file is skipped with a warning (the "
+        "seed's behaviour) or is an error",
     )
     format: Literal["jsonl", "csv", "parquet", "arrow"] | None = Field(
         None, description="the source's format; default: from the file extension"

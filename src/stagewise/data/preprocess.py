@@ -41,7 +41,7 @@ from stagewise.data.samples.format import (
 )
 from stagewise.data.samples.store import SampleStore, open_store
 from stagewise.data.samples.writer import StoreWriter
-from stagewise.data.sources import Source, open_source
+from stagewise.data.sources import JsonlListSource, Source, open_source, read_jsonl_list
 from stagewise.errors import ConfigError, DataError
 from stagewise.store import atomic, locations
 
@@ -85,13 +85,18 @@ def preprocess(
             hint="write the store to a local folder, then copy it to object storage; "
             "readers open it from the URL",
         )
-    source = open_source(
-        config.source,
-        format=config.format,
-        on_error=config.on_error,
-        query=config.query,
-        table=config.table,
-    )
+    if isinstance(config.source, list):
+        source: Source = read_jsonl_list(
+            config.source, missing=config.missing_files, on_error=config.on_error
+        )
+    else:
+        source = open_source(
+            config.source,
+            format=config.format,
+            on_error=config.on_error,
+            query=config.query,
+            table=config.table,
+        )
     settings = config.timeseries
     meta = (
         open_source(settings.meta, on_error="raise")
@@ -102,7 +107,9 @@ def preprocess(
     root = Path(locations.local_path(config.output))
     version = root / f"{VERSION_PREFIX}{key}"
     if not force and (version / METADATA_FILE).exists():
-        atomic.atomic_write(root / "LATEST", version.name + "\n")
+        latest = root / "LATEST"
+        if not latest.exists() or latest.read_text().strip() != version.name:
+            atomic.atomic_write(latest, version.name + "\n")
         return PreprocessResult(open_store(str(root)), True, time.perf_counter() - began)
     with StoreWriter(
         root, key, kind="table" if config.transform != "timeseries" else "windows"
@@ -209,10 +216,14 @@ def _rows(
         _add_rows(writer, out, config.split_column)
         if progress:
             progress(records)
+    stats: dict[str, Any] = {"records": records, "skipped": source.report.skipped}
+    if isinstance(source, JsonlListSource):
+        stats["dataset_counts"] = source.dataset_counts()
+        stats["missing_files"] = list(source.report.missing)
     writer.commit(
         source=_source_info(source),
         transform=config.model_dump(mode="json", exclude={"timeseries"}),
-        stats={"records": records, "skipped": source.report.skipped},
+        stats=stats,
     )
     return PreprocessResult(
         None,  # type: ignore[arg-type]  # filled by the caller

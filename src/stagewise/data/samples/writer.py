@@ -62,15 +62,36 @@ def column_infos(schema: pa.Schema) -> list[ColumnInfo]:
     return infos
 
 
-def sweep_temporaries(root: Path, older_than_s: float = 3600.0) -> None:
-    """Remove version folders a crashed writer left behind (older than an hour, so that a
-    writer still running elsewhere keeps its folder)."""
+def sweep_temporaries(root: Path) -> None:
+    """Remove version folders that crashed writers left behind: a folder whose writer (the
+    process id in its name) is gone on this machine, once a minute old; any folder a day
+    old (its writer may have run on another machine sharing the disk)."""
     if not root.is_dir():
         return
     now = time.time()
     for entry in root.iterdir():
-        if entry.name.startswith(TEMP_PREFIX) and now - entry.stat().st_mtime > older_than_s:
+        if not entry.name.startswith(TEMP_PREFIX):
+            continue
+        age = now - entry.stat().st_mtime
+        writer = _writer_pid(entry.name)
+        gone = writer is not None and not _alive(writer)
+        if (gone and age > 60) or age > 86_400 or (writer is None and age > 3600):
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def _writer_pid(name: str) -> int | None:
+    parts = name[len(TEMP_PREFIX) :].split("-")
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 class StoreWriter:
