@@ -43,8 +43,8 @@ def to_tensors(sample: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in sample.items():
         if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
             out[name] = torch.from_numpy(value if value.flags.writeable else value.copy())
-        elif isinstance(value, np.generic):
-            out[name] = torch.as_tensor(value.item())
+        elif isinstance(value, np.generic):  # a 0-d tensor of the column's own dtype
+            out[name] = torch.from_numpy(np.array(value))
         else:
             out[name] = value
     return out
@@ -147,6 +147,7 @@ class MixtureDataset(IterableDataset):
                 f"source(s) hold fewer samples than the plan says: {', '.join(too_small)}",
                 hint="rebuild the plan from the stores you pass",
             )
+        _check_columns(plan, sources)
         self.plan = plan
         self.sources = dict(sources)
         self.batch_size = batch_size
@@ -182,6 +183,12 @@ class MixtureDataset(IterableDataset):
         for number in np.unique(datasets):
             mask = datasets == number
             part = self.sources[names[number]].take(indices[mask])
+            if out and part.keys() != out.keys():  # else rows of out would stay unset
+                raise DataError(
+                    f"{names[number]} gives the columns {sorted(part)}, another dataset "
+                    f"{sorted(out)}",
+                    hint="mix only datasets whose samples have the same columns and shapes",
+                )
             for column, values in part.items():
                 if isinstance(values, np.ndarray):
                     if column not in out:
@@ -200,6 +207,58 @@ class MixtureDataset(IterableDataset):
         out["dataset"] = datasets.astype(np.int64)
         out["index"] = indices.astype(np.int64)
         return out
+
+
+def _declared_columns(store: SampleStore) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Each column's type and per-sample shape, from the store's metadata alone."""
+    meta = store.metadata
+    if meta.windows is None:
+        return {c.name: (c.type, tuple(c.shape)) for c in meta.columns}
+    series = meta.arrays[meta.windows.series]
+    features = meta.arrays[meta.windows.time_features]
+    p, q = meta.windows.input_len, meta.windows.output_len
+    return {
+        "x": (series.dtype, (p, *series.shape[1:])),
+        "y": (series.dtype, (q, *series.shape[1:])),
+        "te_x": (features.dtype, (p, *features.shape[1:])),
+        "te_y": (features.dtype, (q, *features.shape[1:])),
+        "start": ("int64", ()),
+    }
+
+
+def _describe(declared: tuple[str, tuple[int, ...]]) -> str:
+    kind, shape = declared
+    return f"{kind}{list(shape)}" if shape else kind
+
+
+def _check_columns(plan: MixturePlan, sources: Mapping[str, Any]) -> None:
+    """Sample stores declare their columns: refuse a mix whose columns or shapes differ
+    before any batch is built, whether or not two datasets would meet in one batch
+    (:meth:`MixtureDataset.gather` checks the shapes of other sources as it goes)."""
+    first: tuple[str, dict[str, tuple[int, ...]]] | None = None
+    for e in plan.entries:
+        source = sources[e.name] if e.count else None
+        if not isinstance(source, SampleStore):
+            continue
+        shapes = _declared_columns(source)
+        if first is None:
+            first = (e.name, shapes)
+            continue
+        for column in sorted(shapes.keys() | first[1].keys()):
+            here, there = shapes.get(column), first[1].get(column)
+            if here == there:
+                continue
+            if here is None or there is None:
+                has, lacks = (first[0], e.name) if here is None else (e.name, first[0])
+                headline = f"column {column!r} is in {has} but not in {lacks}"
+            else:
+                headline = (
+                    f"column {column!r} is {_describe(here)} in {e.name} but "
+                    f"{_describe(there)} in {first[0]}"
+                )
+            raise DataError(
+                headline, hint="mix only datasets whose samples have the same columns and shapes"
+            )
 
 
 class MixtureLoader:
@@ -230,6 +289,12 @@ class MixtureLoader:
             remaining = (self.dataset.plan.total - self.dataset.start) // sampler.world_size
             return remaining // self.dataset.batch_size
         return -(-len(sampler) // self.dataset.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch`` from its beginning (call it before each epoch's loop)."""
+        self.dataset.epoch = epoch
+        self.dataset.start = 0
+        self.consumed = 0
 
     def state_dict(self) -> dict[str, Any]:
         sampler = self.dataset.sampler()

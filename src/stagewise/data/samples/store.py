@@ -363,7 +363,9 @@ class SampleStore:
         if shards == 1:
             return {
                 name: (
-                    values[absolute] if isinstance(values, np.ndarray) else values.take(absolute)
+                    values[absolute]
+                    if isinstance(values, np.ndarray)
+                    else values.take(absolute).to_pylist()
                 )
                 for name, values in self._shard(0).items()
             }
