@@ -167,3 +167,25 @@ def test_patch_layout_pads_with_the_nearest_outside_nodes_and_round_trips():
     restored = np.empty(5)
     restored[layout["patch_nodes"]] = values[layout["patch_order"]][layout["patch_slots"]]
     assert restored.tolist() == values.tolist()
+
+
+def test_out_of_order_records_are_an_error_only_when_sorted_is_required():
+    rows = [[(10, 0, 1.0), (10, 2, 2.0)], [(20, 1, 3.0)]]
+    relaxed = _builder()
+    for batch in rows:
+        relaxed.add(_records(batch))
+    strict = timeseries.SeriesBuilder(
+        np.zeros((4, 3, 1), np.float32),
+        NODES,
+        start=T0,
+        freq=300,
+        node_column="node",
+        time_column="timestamp",
+        value_columns=["value"],
+        require_sorted=True,
+    )
+    strict.add(_records(rows[0]))
+    with pytest.raises(
+        DataError, match=r"record 3: time 2025-09-19 00:05:00 comes after 2025-09-19 00:10:00"
+    ):
+        strict.add(_records(rows[1]))

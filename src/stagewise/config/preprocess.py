@@ -69,6 +69,11 @@ class TimeSeriesSettings(FormatModel):
     train_ratio: float = Field(0.6, ge=0, le=1, description="share of the steps for training")
     val_ratio: float = Field(0.2, ge=0, le=1, description="share of the steps for validation")
     test_ratio: float = Field(0.2, ge=0, le=1, description="share of the steps for testing")
+    require_sorted: bool = Field(
+        False,
+        description="records must come in time order (an export's promise): an out-of-order "
+        "record is then an error naming it; by default any order is aligned correctly",
+    )
     missing: Literal["zero", "nan", "ffill"] = Field(
         "zero",
         description="what a missing reading becomes: 0 (the seed's null value, masked in "

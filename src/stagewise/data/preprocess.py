@@ -374,6 +374,7 @@ def _timeseries(
         time_column=settings.time_column,
         value_columns=settings.value_columns,
         on_error=config.on_error,
+        require_sorted=settings.require_sorted,
     )
     columns = [settings.node_column, settings.time_column, *settings.value_columns]
     for batch in _prefetch(source.batches(chunk, columns=columns)):

@@ -131,8 +131,11 @@ class SeriesBuilder:
         time_column: str,
         value_columns: list[str],
         on_error: str = "raise",
+        require_sorted: bool = False,
     ) -> None:
         self.series = target
+        self.require_sorted = require_sorted
+        self.last_time: int | None = None
         self.steps, self.nodes, self.features = target.shape
         self.node_ids = node_ids
         self.start, self.freq = start, freq
@@ -162,6 +165,8 @@ class SeriesBuilder:
             return
         numbers = np.arange(base + 1, base + n + 1, dtype=np.uint32)
         seconds = to_seconds(batch.column(self.time_column), self.time_column)
+        if self.require_sorted:
+            self._check_order(seconds, base)
         offsets = seconds - self.start
         step = offsets // self.freq
         keep = (offsets >= 0) & (step < self.steps)
@@ -218,6 +223,21 @@ class SeriesBuilder:
             values[:, f] = column.to_numpy(zero_copy_only=False)
         flat = self.series.reshape(self.steps * self.nodes, self.features)
         flat[cells] = values
+
+    def _check_order(self, seconds: np.ndarray, base: int) -> None:
+        previous = np.empty_like(seconds)
+        previous[1:] = seconds[:-1]
+        previous[0] = seconds[0] if self.last_time is None else self.last_time
+        backwards = seconds < previous
+        if backwards.any():
+            i = int(np.flatnonzero(backwards)[0])
+            raise DataError(
+                f"record {base + i + 1}: time {format_time(seconds[i])} comes after "
+                f"{format_time(previous[i])}: the records are out of time order",
+                hint="sort the records by time, or set require_sorted: false (any order "
+                "is aligned correctly then)",
+            )
+        self.last_time = int(seconds[-1])
 
     def finish(self, missing: str) -> int:
         """Fill the cells no record reached; return how many there were."""
