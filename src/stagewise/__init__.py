@@ -4,6 +4,10 @@ The SDK: open a data release repo, resolve which dataset config a run trains on,
 stages, and let a training loop drive automatic switching.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from stagewise.errors import (
     ConfigError,
     ReleaseSourceError,
@@ -11,9 +15,24 @@ from stagewise.errors import (
     StageNotFoundError,
     StagewiseError,
 )
-from stagewise.release import Decision, Release, Resolution, StageController, open_release
+
+if TYPE_CHECKING:
+    from stagewise.release import Decision, Release, Resolution, StageController, open_release
 
 __version__ = "0.1.0"
+
+_FROM_RELEASE = {"Decision", "Release", "Resolution", "StageController", "open_release"}
+
+
+def __getattr__(name: str) -> Any:
+    # The release SDK is imported on first use, so that `import stagewise.data...` (a
+    # training process opening a sample store) does not pay for the stage manager.
+    if name in _FROM_RELEASE:
+        import stagewise.release as release
+
+        return getattr(release, name)
+    raise AttributeError(f"module 'stagewise' has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigError",

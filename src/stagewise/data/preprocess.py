@@ -347,7 +347,7 @@ def _timeseries(
                     seen_nodes.append(pc.unique(batch.column(settings.node_column)))
                 yield batch
 
-        scan = timeseries.scan_times(time_batches(), settings.time_column)
+        scan = timeseries.scan_times(time_batches(), settings.time_column, step=freq is None)
         start = scan.first if start is None else start
         end = scan.last if end is None else end
         if freq is None:

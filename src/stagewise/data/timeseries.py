@@ -98,9 +98,11 @@ class TimeScan:
     records: int
 
 
-def scan_times(batches: Iterable[pa.RecordBatch], column: str) -> TimeScan:
-    """First, last and grid step of a time column, reading that column only."""
-    first, last, step, records = None, None, 0, 0
+def scan_times(batches: Iterable[pa.RecordBatch], column: str, *, step: bool = True) -> TimeScan:
+    """First, last and (unless ``step`` is false) grid step of a time column, reading that
+    column only."""
+    first, last, found, records = None, None, 0, 0
+    find_step = step
     for batch in batches:
         if batch.num_rows == 0:
             continue
@@ -109,12 +111,13 @@ def scan_times(batches: Iterable[pa.RecordBatch], column: str) -> TimeScan:
         lo, hi = int(seconds.min()), int(seconds.max())
         first = lo if first is None else min(first, lo)
         last = hi if last is None else max(last, hi)
-        # Gaps measured from the first time seen keep the gcd exact across batches.
-        offsets = np.unique(seconds - first)
-        step = math.gcd(step, int(np.gcd.reduce(offsets))) if offsets.size else step
+        if find_step:
+            # Gaps measured from the first time seen keep the gcd exact across batches.
+            offsets = np.unique(seconds - first)
+            found = math.gcd(found, int(np.gcd.reduce(offsets))) if offsets.size else found
     if first is None or last is None:
         raise DataError("the source has no records", hint="check the source path and filters")
-    return TimeScan(first, last, step, records)
+    return TimeScan(first, last, found, records)
 
 
 class SeriesBuilder:

@@ -5,7 +5,10 @@ A store root holds versions and a pointer to the newest::
     ROOT/LATEST              the name of the current version ("v-<key>"), written atomically
     ROOT/v-<key>/            one complete version, never modified after it is published
         metadata.json        written last: a version without it does not exist for readers
-        shards/00000.arrow   row columns, Arrow IPC files with one record batch each
+        columns/0000.bin     a fixed-width column (numbers, fixed-size lists of numbers)
+                             of one split: raw values, C order, dtype and shape in metadata
+        shards/00000.arrow   the other row columns (text, nested): Arrow IPC files with one
+                             record batch each, grouped by split
         arrays/<name>.npy    side arrays (a time series, time features, patch indexes)
     ROOT/.tmp-*/             a version being written; readers ignore it
 
@@ -39,6 +42,11 @@ class ColumnInfo(_Strict):
     name: str
     type: str = Field(description="Arrow type of one value, e.g. float32, int64, string")
     shape: list[int] = Field(default_factory=list, description="tensor shape of one value")
+    storage: Literal["array", "shard"] = Field(
+        "shard",
+        description="array: one contiguous raw file per split (numbers and fixed-size "
+        "lists of numbers); shard: in the Arrow IPC shards (text, nested, other types)",
+    )
 
 
 class ShardInfo(_Strict):

@@ -35,6 +35,7 @@ from stagewise.data.samples.format import (
     StoreMetadata,
     parse_metadata,
 )
+from stagewise.data.samples.writer import column_array
 from stagewise.errors import StoreError
 from stagewise.store import locations
 
@@ -234,7 +235,7 @@ class SampleStore:
                 )
             path = self._files.path(info.file)
             try:
-                array = np.load(path, mmap_mode="r", allow_pickle=False)
+                array = _map_array(path, info.dtype, info.shape)
             except (OSError, ValueError) as exc:
                 raise StoreError(
                     f"array {name!r} cannot be read: {exc}",
@@ -254,6 +255,31 @@ class SampleStore:
     @cached_property
     def _shard_starts(self) -> np.ndarray:
         return np.cumsum([0] + [s.rows for s in self.metadata.shards], dtype=np.int64)
+
+    @cached_property
+    def _split_ranges(self) -> list[tuple[str, int, int]]:
+        """(split, first sample, end) of the splits this view covers, in sample order."""
+        ranges = sorted(
+            (info.start, info.start + info.count, name)
+            for name, info in self.metadata.splits.items()
+            if info.count and (self.split_name is None or name == self.split_name)
+        )
+        return [(name, a, b) for a, b, name in ranges]
+
+    @cached_property
+    def _in_shards(self) -> list[str]:
+        return [c.name for c in self.metadata.columns if c.storage == "shard"]
+
+    def _arrays_of(self, split: str) -> list[tuple[str, np.ndarray]]:
+        """The fixed-width columns of one split, in column order: contiguous, mapped."""
+        key = f"columns:{split}"
+        if key not in self._cache:
+            self._cache[key] = [
+                (c.name, self.array(column_array(split, c.name)))
+                for c in self.metadata.columns
+                if c.storage == "array"
+            ]
+        return self._cache[key]  # type: ignore[no-any-return]
 
     def _shard(self, number: int) -> dict[str, Any]:
         key = f"shard:{number}"
@@ -275,39 +301,43 @@ class SampleStore:
                     location=path,
                     hint="rebuild the store with 'stagewise data preprocess --force'",
                 )
+            shapes = {c.name: c.shape for c in self.metadata.columns}
             self._cache[key] = {
-                name: _as_numpy(batch.column(name), column.shape)
-                for name, column in zip(batch.schema.names, self.metadata.columns, strict=True)
+                name: _as_numpy(batch.column(name), shapes.get(name, []))
+                for name in batch.schema.names
             }
         return self._cache[key]  # type: ignore[no-any-return]
 
     def column(self, name: str) -> np.ndarray | pa.ChunkedArray:
-        """A whole column of this view: numpy (no copy when the view lies in one shard)
-        for numeric and tensor columns, an Arrow array otherwise."""
-        self._check_column(name)
-        parts, lo = [], self._offset
+        """A whole column of this view: numeric and tensor columns as numpy (a view of the
+        mapped file, no copy, for one split), others as an Arrow array."""
+        info = self._check_column(name)
+        if info.storage == "array":
+            parts = [dict(self._arrays_of(split))[name] for split, _, _ in self._split_ranges]
+            if not parts:
+                return np.empty((0, *info.shape))
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        chunks, lo = [], self._offset
         hi = lo + self._length
         starts = self._shard_starts
         for number in range(len(self.metadata.shards)):
             a, b = int(starts[number]), int(starts[number + 1])
-            if b <= lo or a >= hi:
-                continue
-            values = self._shard(number)[name]
-            parts.append(values[max(lo, a) - a : min(hi, b) - a])
-        if not parts:
-            return np.empty(0)
-        if isinstance(parts[0], np.ndarray):
-            return parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return pa.chunked_array(parts)
+            if b > lo and a < hi:
+                chunks.append(self._shard(number)[name][max(lo, a) - a : min(hi, b) - a])
+        if chunks and isinstance(chunks[0], np.ndarray):
+            return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        return pa.chunked_array(chunks, type=None if chunks else pa.null())
 
-    def _check_column(self, name: str) -> None:
-        if name not in {c.name for c in self.metadata.columns}:
-            names = ", ".join(c.name for c in self.metadata.columns)
-            raise StoreError(
-                f"the store has no column {name!r}",
-                location=self.folder,
-                hint=f"its columns are: {names or '(none)'}",
-            )
+    def _check_column(self, name: str) -> Any:
+        for column in self.metadata.columns:
+            if column.name == name:
+                return column
+        names = ", ".join(c.name for c in self.metadata.columns)
+        raise StoreError(
+            f"the store has no column {name!r}",
+            location=self.folder,
+            hint=f"its columns are: {names or '(none)'}",
+        )
 
     # indexing ----------------------------------------------------------------------------
     def _absolute(self, index: int) -> int:
@@ -339,34 +369,70 @@ class SampleStore:
             yield self._row(i + self._offset)
 
     def iter_batches(self, batch_size: int) -> Iterator[dict[str, Any]]:
-        """Sequential batches in sample order (the last one may be short)."""
+        """Sequential batches in sample order (the last one may be short). Within one
+        split, numeric columns are views of the mapped file: no copy at all."""
+        simple = self.metadata.kind == "table" and not self._in_shards
         for start in range(0, self._length, batch_size):
             stop = min(start + batch_size, self._length)
-            yield self._gather(np.arange(start, stop, dtype=np.int64) + self._offset)
+            a, b = start + self._offset, stop + self._offset
+            owner = [(n, lo) for n, lo, hi in self._split_ranges if lo <= a and b <= hi]
+            if simple and owner:
+                split, lo = owner[0]
+                yield {name: values[a - lo : b - lo] for name, values in self._arrays_of(split)}
+            else:
+                yield self._gather(np.arange(a, b, dtype=np.int64))
+
+    def _locate(self, absolute: int) -> tuple[str, int]:
+        for split, lo, hi in self._split_ranges:
+            if lo <= absolute < hi:
+                return split, absolute - lo
+        raise IndexError(f"sample {absolute} is in no split")
 
     def _row(self, absolute: int) -> dict[str, Any]:
         if self.metadata.kind == "windows":
             return self._window(absolute)
-        starts = self._shard_starts
-        number = 0 if len(starts) == 2 else int(np.searchsorted(starts, absolute, "right")) - 1
-        local = absolute - int(starts[number])
-        return {
-            name: (values[local] if isinstance(values, np.ndarray) else values[local].as_py())
-            for name, values in self._shard(number).items()
-        }
+        split, local = self._locate(absolute)
+        row = {name: values[local] for name, values in self._arrays_of(split)}
+        if self._in_shards:
+            starts = self._shard_starts
+            number = int(np.searchsorted(starts, absolute, "right")) - 1
+            at = absolute - int(starts[number])
+            for name, values in self._shard(number).items():
+                row[name] = values[at] if isinstance(values, np.ndarray) else values[at].as_py()
+            row = {c.name: row[c.name] for c in self.metadata.columns}
+        return row
 
     def _gather(self, absolute: np.ndarray) -> dict[str, Any]:
         if self.metadata.kind == "windows":
             return self._windows(absolute)
+        ranges = self._split_ranges
+        out: dict[str, Any] = {}
+        if len(ranges) == 1:
+            split, lo, _ = ranges[0]
+            local = absolute - lo
+            out = {name: values[local] for name, values in self._arrays_of(split)}
+        elif ranges:
+            owners = np.searchsorted([lo for _, lo, _ in ranges], absolute, "right") - 1
+            for number, (split, lo, _) in enumerate(ranges):
+                mask = owners == number
+                if not mask.any():
+                    continue
+                for name, values in self._arrays_of(split):
+                    if name not in out:
+                        out[name] = np.empty((len(absolute), *values.shape[1:]), values.dtype)
+                    out[name][mask] = values[absolute[mask] - lo]
+        if self._in_shards:
+            out.update(self._gather_shards(absolute))
+            out = {c.name: out[c.name] for c in self.metadata.columns if c.name in out}
+        return out
+
+    def _gather_shards(self, absolute: np.ndarray) -> dict[str, Any]:
         starts = self._shard_starts
-        shards = len(starts) - 1
-        if shards == 1:
+        if len(starts) == 2:
             return {
-                name: (
-                    values[absolute]
-                    if isinstance(values, np.ndarray)
-                    else values.take(absolute).to_pylist()
-                )
+                name: values[absolute]
+                if isinstance(values, np.ndarray)
+                else values.take(absolute).to_pylist()
                 for name, values in self._shard(0).items()
             }
         owners = np.searchsorted(starts, absolute, "right") - 1
@@ -380,11 +446,11 @@ class SampleStore:
                         out[name] = np.empty((len(absolute), *values.shape[1:]), values.dtype)
                     out[name][mask] = values[local]
                 else:
-                    out.setdefault(name, [None] * len(absolute))
+                    slots = out.setdefault(name, [None] * len(absolute))
                     for slot, value in zip(
                         np.flatnonzero(mask), values.take(local).to_pylist(), strict=True
                     ):
-                        out[name][slot] = value
+                        slots[slot] = value
         return out
 
     # windows -----------------------------------------------------------------------------
@@ -423,6 +489,22 @@ class SampleStore:
             "te_y": te[outputs],
             "start": s[:, 0],
         }
+
+
+def _map_array(path: str, dtype: str, shape: list[int]) -> np.ndarray:
+    """An ``.npy`` file, or a raw ``.bin`` column file whose dtype and shape come from the
+    metadata, memory-mapped read-only."""
+    # Plain ndarray views of the maps: np.memmap's subclass hooks cost a microsecond on
+    # every index, which is most of the cost of reading one row.
+    if not path.endswith(".bin"):
+        return np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
+    expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    size = os.path.getsize(path)
+    if size != expected:
+        raise ValueError(f"the file has {size} bytes, metadata implies {expected}")
+    if expected == 0:
+        return np.empty(shape, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", shape=tuple(shape)).view(np.ndarray)
 
 
 def _as_numpy(values: pa.Array, shape: list[int]) -> np.ndarray | pa.Array:

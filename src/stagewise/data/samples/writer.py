@@ -49,7 +49,48 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def column_infos(schema: pa.Schema) -> list[ColumnInfo]:
+def column_array(split: str, name: str) -> str:
+    """The name under ``arrays`` of a fixed-width column's values in one split."""
+    return f"column:{split}:{name}"
+
+
+def fixed_layout(field: pa.Field) -> tuple[np.dtype[Any], tuple[int, ...]] | None:
+    """(dtype, per-row shape) of a column that can live in a contiguous array, else None."""
+    kind = field.type
+    shape: tuple[int, ...] = ()
+    if pa.types.is_fixed_size_list(kind):
+        declared = (field.metadata or {}).get(b"shape")
+        shape = tuple(json.loads(declared)) if declared else (kind.list_size,)
+        kind = kind.value_type
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)) or pa.types.is_float16(kind):
+        return None
+    return np.dtype(kind.to_pandas_dtype()), shape
+
+
+def fixed_values(
+    column: pa.Array | pa.ChunkedArray, dtype: np.dtype[Any], shape: tuple[int, ...], name: str
+) -> np.ndarray:
+    """A fixed-width column as a C-contiguous array. Missing floats become NaN; a missing
+    integer is an error (it has no value to become)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    flat = column.flatten() if shape else column
+    if column.null_count or flat.null_count:
+        if dtype.kind != "f":
+            raise StoreError(
+                f"column {name!r} has missing values, and integers cannot hold them",
+                hint="fill them in a transform, or cast the column to float (missing -> NaN)",
+            )
+        if shape and column.null_count:
+            raise StoreError(
+                f"column {name!r} has missing rows",
+                hint="fill or drop those rows in a transform",
+            )
+    values = flat.to_numpy(zero_copy_only=False)
+    return np.ascontiguousarray(values, dtype=dtype).reshape(len(column), *shape)
+
+
+def column_infos(schema: pa.Schema, fixed: set[str] | None = None) -> list[ColumnInfo]:
     infos = []
     for field in schema:
         kind = field.type
@@ -58,7 +99,8 @@ def column_infos(schema: pa.Schema) -> list[ColumnInfo]:
             declared = (field.metadata or {}).get(b"shape")
             shape = json.loads(declared) if declared else [kind.list_size]
             kind = kind.value_type
-        infos.append(ColumnInfo(name=field.name, type=str(kind), shape=shape))
+        storage = "array" if fixed and field.name in fixed else "shard"
+        infos.append(ColumnInfo(name=field.name, type=str(kind), shape=shape, storage=storage))
     return infos
 
 
@@ -123,6 +165,12 @@ class StoreWriter:
         self._arrays: dict[str, ArrayInfo] = {}
         self._array_files: dict[str, np.ndarray] = {}
         self._shard_count = 0
+        # Fixed-width columns (numbers, fixed-size lists of numbers) go to one raw file per
+        # split and column, appended batch by batch: a split's column is then one
+        # contiguous array that a reader maps and indexes like any numpy array.
+        self._fixed: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {}
+        self._column_files: dict[tuple[str, str], Any] = {}
+        self._split_rows: dict[str, int] = {}
         self.published: Path | None = None
 
     def __enter__(self) -> StoreWriter:
@@ -145,11 +193,31 @@ class StoreWriter:
                 hint=f"every batch must have the schema {self._schema}; "
                 f"this one has {batch.schema}",
             )
+            self._fixed = {
+                f.name: layout for f in self._schema if (layout := fixed_layout(f)) is not None
+            }
+        self._split_rows[split] = self._split_rows.get(split, 0) + batch.num_rows
+        for name, (dtype, shape) in self._fixed.items():
+            values = fixed_values(batch.column(name), dtype, shape, name)
+            self._column_file(split, name).write(memoryview(values).cast("B"))
+        rest = [n for n in batch.schema.names if n not in self._fixed]
+        if not rest:
+            return
+        batch = batch.select(rest)
         batches = batch.to_batches() if isinstance(batch, pa.Table) else [batch]
         self._buffers[split].extend(batches)
         self._buffered_bytes[split] += batch.nbytes
         if self._buffered_bytes[split] >= SHARD_BYTES:
             self._flush(split)
+
+    def _column_file(self, split: str, name: str) -> Any:
+        handle = self._column_files.get((split, name))
+        if handle is None:
+            # Numbered, not named: split and column names may hold any character.
+            path = self.temp / "columns" / f"{len(self._column_files):04d}.bin"
+            path.parent.mkdir(exist_ok=True)
+            handle = self._column_files[(split, name)] = open(path, "wb")  # noqa: SIM115
+        return handle
 
     def add_batches(self, batches: Iterable[pa.RecordBatch], split: str = "train") -> None:
         for batch in batches:
@@ -160,7 +228,7 @@ class StoreWriter:
         self._buffered_bytes.pop(split, None)
         if not batches:
             return
-        table = pa.Table.from_batches(batches, schema=self._schema).combine_chunks()
+        table = pa.Table.from_batches(batches).combine_chunks()
         name = f"shards/{self._shard_count:05d}.arrow"
         self._shard_count += 1
         path = self.temp / name
@@ -226,24 +294,28 @@ class StoreWriter:
         for split in list(self._buffers):
             self._flush(split)
         self._close_arrays()
+        self._close_columns()
         shards: list[ShardInfo] = []
         if splits is None:
             splits = {}
-            order = [s for s in _CANONICAL_SPLITS if s in self._shards]
-            order += sorted(s for s in self._shards if s not in _CANONICAL_SPLITS)
+            order = [s for s in _CANONICAL_SPLITS if s in self._split_rows]
+            order += sorted(s for s in self._split_rows if s not in _CANONICAL_SPLITS)
+            start = 0
             for split in order:
-                rows = sum(s.rows for s in self._shards[split])
-                splits[split] = SplitInfo(start=sum(s.rows for s in shards), count=rows)
-                shards.extend(self._shards[split])
+                splits[split] = SplitInfo(start=start, count=self._split_rows[split])
+                start += self._split_rows[split]
+                shards.extend(self._shards.get(split, []))
         if num_samples is None:
-            num_samples = sum(s.rows for s in shards)
+            num_samples = sum(self._split_rows.values())
         metadata = StoreMetadata(
             format_version=FORMAT_VERSION,
             kind=self.kind,  # type: ignore[arg-type]
             key=self.key,
             created_at=time.strftime("%Y-%m-%d %H:%M:%S"),
             num_samples=num_samples,
-            columns=column_infos(self._schema) if self._schema is not None else [],
+            columns=column_infos(self._schema, set(self._fixed))
+            if self._schema is not None
+            else [],
             splits=splits,
             shards=shards,
             arrays=self._arrays,
@@ -257,8 +329,8 @@ class StoreWriter:
                 "numpy": np.__version__,
             },
         )
-        for folder in (self.temp / "shards", self.temp / "arrays"):
-            for file in folder.iterdir():
+        for folder in (self.temp / "shards", self.temp / "arrays", self.temp / "columns"):
+            for file in folder.iterdir() if folder.exists() else ():
                 with open(file, "rb+") as handle:
                     os.fsync(handle.fileno())
         atomic_write(self.temp / METADATA_FILE, metadata.model_dump_json(indent=2))
@@ -276,6 +348,23 @@ class StoreWriter:
         self.published = final
         return final
 
+    def _close_columns(self) -> None:
+        for (split, name), handle in self._column_files.items():
+            handle.close()
+            dtype, shape = self._fixed[name]
+            path = Path(handle.name)
+            self._arrays[column_array(split, name)] = ArrayInfo(
+                file=f"columns/{path.name}",
+                dtype=str(dtype),
+                shape=[self._split_rows[split], *shape],
+                bytes=path.stat().st_size,
+                sha256=file_sha256(path),
+            )
+        self._column_files.clear()
+
     def abort(self) -> None:
+        for handle in self._column_files.values():
+            handle.close()
+        self._column_files.clear()
         self._array_files.clear()
         shutil.rmtree(self.temp, ignore_errors=True)
