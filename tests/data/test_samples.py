@@ -194,3 +194,34 @@ def test_leftovers_of_dead_writers_are_swept_and_live_ones_kept(tmp_path):
         os.utime(folder, (old, old))
     writer.sweep_temporaries(root)
     assert not dead.exists() and live.exists()
+
+
+def test_numeric_columns_are_contiguous_per_split_and_text_stays_in_shards(table_store):
+    store = open_store(table_store)
+    assert {c.name: c.storage for c in store.metadata.columns} == {
+        "id": "array",
+        "name": "shard",
+        "vec": "array",
+    }
+    version = next(table_store.glob("v-*"))
+    assert len(list((version / "columns").glob("*.bin"))) == 4  # (id, vec) x (train, val)
+    train = store.split("train")
+    ids = train.column("id")
+    assert ids.tolist() == list(range(10)) and not ids.flags.owndata
+    assert [b["id"].tolist() for b in train.iter_batches(6)] == [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9]]
+    assert np.shares_memory(next(iter(train.iter_batches(6)))["vec"], train.column("vec"))
+
+
+def test_missing_values_in_numeric_columns(tmp_path):
+    floats = pa.record_batch({"f": pa.array([1.5, None], pa.float32())})
+    with StoreWriter(tmp_path / "f", "k") as w:
+        w.add_batch(floats)
+        w.commit()
+    assert np.isnan(open_store(tmp_path / "f")[1]["f"])
+    ints = pa.record_batch({"i": pa.array([1, None], pa.int64())})
+    with (
+        pytest.raises(StoreError, match="column 'i' has missing values"),
+        StoreWriter(tmp_path / "i", "k") as w,
+    ):
+        w.add_batch(ints)
+    assert not (tmp_path / "i" / "LATEST").exists()

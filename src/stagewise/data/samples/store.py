@@ -371,16 +371,20 @@ class SampleStore:
     def iter_batches(self, batch_size: int) -> Iterator[dict[str, Any]]:
         """Sequential batches in sample order (the last one may be short). Within one
         split, numeric columns are views of the mapped file: no copy at all."""
-        simple = self.metadata.kind == "table" and not self._in_shards
+        table = self.metadata.kind == "table"
         for start in range(0, self._length, batch_size):
             stop = min(start + batch_size, self._length)
             a, b = start + self._offset, stop + self._offset
             owner = [(n, lo) for n, lo, hi in self._split_ranges if lo <= a and b <= hi]
-            if simple and owner:
-                split, lo = owner[0]
-                yield {name: values[a - lo : b - lo] for name, values in self._arrays_of(split)}
-            else:
+            if not (table and owner):
                 yield self._gather(np.arange(a, b, dtype=np.int64))
+                continue
+            split, lo = owner[0]
+            batch = {name: values[a - lo : b - lo] for name, values in self._arrays_of(split)}
+            if self._in_shards:
+                batch.update(self._gather_shards(np.arange(a, b, dtype=np.int64)))
+                batch = {c.name: batch[c.name] for c in self.metadata.columns}
+            yield batch
 
     def _locate(self, absolute: int) -> tuple[str, int]:
         for split, lo, hi in self._split_ranges:

@@ -186,6 +186,9 @@ class StoreWriter:
             return
         if self._schema is None:
             self._schema = batch.schema
+            self._fixed = {
+                f.name: layout for f in self._schema if (layout := fixed_layout(f)) is not None
+            }
         elif not batch.schema.equals(self._schema, check_metadata=False):
             raise StoreError(
                 "a batch has a different schema from the first one",
@@ -193,9 +196,6 @@ class StoreWriter:
                 hint=f"every batch must have the schema {self._schema}; "
                 f"this one has {batch.schema}",
             )
-            self._fixed = {
-                f.name: layout for f in self._schema if (layout := fixed_layout(f)) is not None
-            }
         self._split_rows[split] = self._split_rows.get(split, 0) + batch.num_rows
         for name, (dtype, shape) in self._fixed.items():
             values = fixed_values(batch.column(name), dtype, shape, name)
