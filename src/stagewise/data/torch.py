@@ -158,6 +158,7 @@ class MixtureDataset(IterableDataset):
         self.world_size = found_world if world_size is None else world_size
         self.drop_last = drop_last
         self.start = 0  # sample_in_epoch to resume from
+        self._direct_cache: dict[str, Any] | None = None
 
     def sampler(self) -> MixtureSampler:
         sampler = MixtureSampler(
@@ -178,6 +179,18 @@ class MixtureDataset(IterableDataset):
         ):
             yield to_tensors(self.gather(names, datasets, indices))
 
+    def _direct(self, name: str) -> tuple[int, list[tuple[str, np.ndarray]]] | None:
+        if self._direct_cache is None:  # per process: built after a worker starts
+            self._direct_cache = {
+                n: getattr(source, "_one_split_rows", None) for n, source in self.sources.items()
+            }
+        return self._direct_cache[name]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_direct_cache"] = None
+        return state
+
     def gather(self, names: list[str], datasets: np.ndarray, indices: np.ndarray) -> dict[str, Any]:
         out: dict[str, Any] = {}
         # One stable sort groups the batch by dataset; each group is then one take and one
@@ -187,6 +200,15 @@ class MixtureDataset(IterableDataset):
         for number in range(len(names)):
             rows = order[bounds[number] : bounds[number + 1]]
             if not len(rows):
+                continue
+            direct = self._direct(names[number])
+            if direct is not None:  # a store split of numeric columns: index the maps
+                offset, arrays = direct
+                local = indices[rows] + offset
+                for column, values in arrays:
+                    if column not in out:
+                        out[column] = np.empty((len(indices), *values.shape[1:]), values.dtype)
+                    out[column][rows] = values[local]
                 continue
             part = self.sources[names[number]].take(indices[rows])
             if out and part.keys() != out.keys():  # else rows of out would stay unset

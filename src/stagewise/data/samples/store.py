@@ -179,6 +179,14 @@ class SampleStore:
 
     open = staticmethod(open_store)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled (DataLoader workers under spawn, Ray tasks): the maps are not data to
+        # send; the receiving process maps the files again on first use.
+        state = self.__dict__.copy()
+        for cached in ("_cache", "_one_split_rows", "_window_parts", "_shard_starts"):
+            state.pop(cached, None)
+        return state
+
     def __repr__(self) -> str:
         part = f", split={self.split_name!r}" if self.split_name else ""
         return f"SampleStore({self.folder!r}, kind={self.kind!r}, samples={len(self)}{part})"
@@ -357,8 +365,24 @@ class SampleStore:
 
     def __getitem__(self, index: Index) -> dict[str, Any]:
         if isinstance(index, (int, np.integer)):
-            return self._row(self._absolute(int(index)))
+            i = int(index)
+            fast = self._one_split_rows
+            if fast is None or not -self._length <= i < self._length:
+                return self._row(self._absolute(i))
+            # The common case, kept to a few bytecodes: one split, numeric columns only.
+            local = (i if i >= 0 else i + self._length) + fast[0]
+            return {name: values[local] for name, values in fast[1]}
         return self._gather(self._absolute_many(index))
+
+    @cached_property
+    def _one_split_rows(self) -> tuple[int, list[tuple[str, np.ndarray]]] | None:
+        """(offset into the split's arrays, the arrays) when this view is one split of a
+        table whose columns are all arrays; else None."""
+        ranges = self._split_ranges
+        if self.metadata.kind != "table" or self._in_shards or len(ranges) != 1:
+            return None
+        split, lo, _ = ranges[0]
+        return self._offset - lo, self._arrays_of(split)
 
     def take(self, indices: Index) -> dict[str, Any]:
         """A batch: a dict of stacked columns for the given sample indices."""
