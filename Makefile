@@ -37,7 +37,7 @@ export STAGEWISE_TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:54
 services:
 	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || \
 		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start 2>/dev/null || \
-		echo "PostgreSQL is not running and could not be started: its tests will be skipped"
+		echo "PostgreSQL is not running and could not be started: its tests fail under CI=true, else skip"
 
 test: lint services
 	$(BIN)/python -m pytest
