@@ -176,8 +176,8 @@ def test_a_store_at_a_url_opens_and_reads_through_the_cache(table_store, tmp_pat
     assert len(store) == 13 and store.split("val")[1]["id"] == 101
     assert store.take([0, 12])["id"].tolist() == [0, 102]
     assert verify_store(store) == []
-    cached = list((tmp_path / ".stagewise-home" / "cache" / "stores").rglob("*.arrow"))
-    assert cached, "remote shards are fetched into the local cache"
+    cached = list((tmp_path / ".stagewise-home" / "cache" / "stores").iterdir())
+    assert cached and all(len(p.name) == 64 for p in cached), "fetched once, named by checksum"
     fs.rm("/bucket", recursive=True)
 
 
@@ -225,3 +225,30 @@ def test_missing_values_in_numeric_columns(tmp_path):
     ):
         w.add_batch(ints)
     assert not (tmp_path / "i" / "LATEST").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("file", "../../outside.pth"),
+        ("file", "/etc/passwd"),
+        ("file", "arrays/../../x"),
+        ("sha256", "not-a-digest"),
+    ],
+)
+def test_file_names_from_metadata_cannot_leave_the_version(table_store, field, value):
+    metadata = next(table_store.glob("v-*")) / "metadata.json"
+    data = json.loads(metadata.read_text())
+    data["shards"][0][field] = value
+    metadata.write_text(json.dumps(data))
+    with pytest.raises(StoreError, match=r"metadata\.json is malformed at 'shards\.0"):
+        open_store(table_store)
+
+
+def test_a_crafted_key_is_refused(table_store):
+    metadata = next(table_store.glob("v-*")) / "metadata.json"
+    data = json.loads(metadata.read_text())
+    data["key"] = "../../escape"
+    metadata.write_text(json.dumps(data))
+    with pytest.raises(StoreError, match="malformed at 'key'"):
+        open_store(table_store)

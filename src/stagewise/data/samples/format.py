@@ -49,19 +49,27 @@ class ColumnInfo(_Strict):
     )
 
 
+# A version's file names come from metadata.json, which may come from anywhere (a URL):
+# only plain names inside the version's own folders are accepted, so that no crafted
+# store can make a reader open or create files elsewhere.
+SAFE_FILE = r"^(shards|columns|arrays)/[A-Za-z0-9_][A-Za-z0-9_.:=+-]{0,200}$"
+SAFE_KEY = r"^[A-Za-z0-9_][A-Za-z0-9_.=+-]{0,200}$"
+SHA256 = r"^[0-9a-f]{64}$"
+
+
 class ShardInfo(_Strict):
-    file: str
+    file: str = Field(pattern=SAFE_FILE)
     rows: int = Field(ge=0)
     bytes: int = Field(ge=0)
-    sha256: str
+    sha256: str = Field(pattern=SHA256)
 
 
 class ArrayInfo(_Strict):
-    file: str
+    file: str = Field(pattern=SAFE_FILE)
     dtype: str
     shape: list[int]
     bytes: int = Field(ge=0)
-    sha256: str
+    sha256: str = Field(pattern=SHA256)
 
 
 class SplitInfo(_Strict):
@@ -83,7 +91,7 @@ class StoreMetadata(_Strict):
     format: Literal["stagewise-samples"] = FORMAT_NAME
     format_version: int
     kind: Literal["table", "windows"]
-    key: str
+    key: str = Field(pattern=SAFE_KEY)
     created_at: str
     num_samples: int = Field(ge=0)
     columns: list[ColumnInfo] = Field(default_factory=list)

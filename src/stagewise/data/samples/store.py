@@ -18,6 +18,7 @@ Two kinds of store:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Iterator, Sequence
@@ -35,7 +36,7 @@ from stagewise.data.samples.format import (
     StoreMetadata,
     parse_metadata,
 )
-from stagewise.data.samples.writer import column_array
+from stagewise.data.samples.writer import column_array, file_sha256
 from stagewise.errors import StoreError
 from stagewise.store import locations
 
@@ -116,25 +117,63 @@ def list_versions(location: str) -> list[str]:
 
 
 class _Files:
-    """Local paths of a version's files; a remote version's files are fetched into the
-    cache once, on first use, and memory-mapped from there."""
+    """Local paths of a version's files. A remote version's files are fetched once into a
+    content-addressed cache (``$STAGEWISE_HOME/cache/stores/<sha256>``), checked against
+    their recorded checksum, and memory-mapped from there; a rebuilt store's new files
+    therefore never meet a stale copy."""
 
     def __init__(self, folder: str, key: str) -> None:
         self.folder = folder
         self.remote = locations.is_url(folder)
-        self.cache = _home() / "cache" / "stores" / key
+        self.cache = _home() / "cache" / "stores"
 
-    def path(self, relative: str) -> str:
+    def path(self, relative: str, sha256: str) -> str:
         if not self.remote:
             return os.path.join(self.folder, relative)
-        target = self.cache / relative
+        target = self.cache / sha256
         if not target.exists():
-            fs, base = locations.filesystem(self.folder)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
-            fs.get(base.rstrip("/") + "/" + relative, str(partial))
-            os.replace(partial, target)
+            self.cache.mkdir(parents=True, exist_ok=True)
+            partial = self.cache / f".{sha256}.{uuid.uuid4().hex[:8]}"
+            try:
+                self._fetch(relative, partial)
+                if file_sha256(partial) != sha256:
+                    raise StoreError(
+                        f"{relative} does not match its checksum in metadata.json",
+                        location=self.url(relative),
+                        hint="the remote store was changed or damaged: rebuild it",
+                    )
+                os.replace(partial, target)
+            finally:
+                partial.unlink(missing_ok=True)
         return str(target)
+
+    def url(self, relative: str) -> str:
+        return self.folder.rstrip("/") + "/" + relative
+
+    def _fetch(self, relative: str, into: Path) -> None:
+        fs, path = locations.filesystem(self.url(relative))
+        try:
+            fs.get(path, str(into))
+        except (OSError, FileNotFoundError) as exc:
+            raise StoreError(
+                f"cannot fetch {relative}: {exc}",
+                location=self.url(relative),
+                hint="check the URL and your credentials; 'stagewise data verify' lists "
+                "what is missing",
+            ) from None
+
+    def digest(self, relative: str) -> tuple[int, str]:
+        """(size, sha256) of a file as it is where the store lives (remote: streamed)."""
+        if not self.remote:
+            path = os.path.join(self.folder, relative)
+            return os.path.getsize(path), file_sha256(path)
+        fs, path = locations.filesystem(self.url(relative))
+        digest, size = hashlib.sha256(), 0
+        with fs.open(path, "rb") as handle:
+            while block := handle.read(8 << 20):
+                digest.update(block)
+                size += len(block)
+        return size, digest.hexdigest()
 
 
 def open_store(location: str | os.PathLike[str], *, version: str | None = None) -> SampleStore:
@@ -241,9 +280,9 @@ class SampleStore:
                     location=self.folder,
                     hint=f"its arrays are: {', '.join(self.metadata.arrays) or '(none)'}",
                 )
-            path = self._files.path(info.file)
+            path = self._files.path(info.file, info.sha256)
             try:
-                array = _map_array(path, info.dtype, info.shape)
+                array = _map_array(path, info.dtype, info.shape, raw=info.file.endswith(".bin"))
             except (OSError, ValueError) as exc:
                 raise StoreError(
                     f"array {name!r} cannot be read: {exc}",
@@ -293,7 +332,7 @@ class SampleStore:
         key = f"shard:{number}"
         if key not in self._cache:
             info = self.metadata.shards[number]
-            path = self._files.path(info.file)
+            path = self._files.path(info.file, info.sha256)
             try:
                 batch = pa.ipc.open_file(pa.memory_map(path, "r")).get_batch(0)
             except (OSError, pa.ArrowException) as exc:
@@ -519,12 +558,12 @@ class SampleStore:
         }
 
 
-def _map_array(path: str, dtype: str, shape: list[int]) -> np.ndarray:
+def _map_array(path: str, dtype: str, shape: list[int], *, raw: bool) -> np.ndarray:
     """An ``.npy`` file, or a raw ``.bin`` column file whose dtype and shape come from the
     metadata, memory-mapped read-only."""
     # Plain ndarray views of the maps: np.memmap's subclass hooks cost a microsecond on
     # every index, which is most of the cost of reading one row.
-    if not path.endswith(".bin"):
+    if not raw:
         return np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
     expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
     size = os.path.getsize(path)

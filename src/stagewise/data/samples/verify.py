@@ -3,10 +3,7 @@ metadata.json recorded when it was written."""
 
 from __future__ import annotations
 
-import os
-
 from stagewise.data.samples.store import SampleStore
-from stagewise.data.samples.writer import file_sha256
 from stagewise.errors import Problem
 
 
@@ -17,8 +14,7 @@ def verify_store(store: SampleStore) -> list[Problem]:
     entries += [(a.file, a.bytes, a.sha256) for a in store.metadata.arrays.values()]
     for relative, size, digest in entries:
         try:
-            path = store._files.path(relative)
-            actual_size = os.path.getsize(path)
+            actual_size, actual_digest = store._files.digest(relative)
         except OSError as exc:
             problems.append(Problem(f"missing or unreadable: {exc.strerror or exc}", file=relative))
             continue
@@ -27,7 +23,7 @@ def verify_store(store: SampleStore) -> list[Problem]:
                 Problem(f"size is {actual_size} bytes, metadata says {size}", file=relative)
             )
             continue
-        if file_sha256(path) != digest:
+        if actual_digest != digest:
             problems.append(
                 Problem(
                     "checksum does not match metadata.json: the file was changed or damaged",
