@@ -216,3 +216,48 @@ def test_a_killed_preprocess_leaves_the_previous_version_readable(tmp_path):
     assert list((tmp_path / "s").glob(".tmp-*")), "the half-written version is left aside"
     store = open_store(tmp_path / "s")
     assert store.key == before and store.column("x").tolist() == list(range(10_000))
+
+
+def test_string_node_ids_and_records_whose_id_type_differs(tmp_path):
+    records = pa.table(
+        {
+            "node": ["a", "b", "a", "b"] * 10,
+            "timestamp": pa.array(
+                [1758240000 + 300 * (i // 2) for i in range(40)], pa.timestamp("s")
+            ),
+            "value": pa.array(range(40), pa.float32()),
+        }
+    )
+    pq.write_table(records, tmp_path / "r.parquet")
+    (tmp_path / "nodes.csv").write_text("node,lat,lng\na,1.0,2.0\nb,1.5,2.5\n")
+    config = PreprocessConfig(
+        source=str(tmp_path / "r.parquet"),
+        output=str(tmp_path / "s"),
+        timeseries=TimeSeriesSettings(meta=str(tmp_path / "nodes.csv"), input_len=2, output_len=1),
+    )
+    store = preprocess(config).store
+    assert store.array("node_ids").tolist() == ["a", "b"]
+    assert store.array("series")[:2, :, 0].tolist() == [[0.0, 1.0], [2.0, 3.0]]
+    (tmp_path / "ints.csv").write_text("node,lat,lng\n1,1.0,2.0\n2,1.5,2.5\n")
+    config.timeseries.meta = str(tmp_path / "ints.csv")
+    with pytest.raises(DataError, match="node ids of the records"):
+        preprocess(config)
+
+
+def test_normalization_uses_observed_readings_only(tmp_path):
+    records = pa.table(
+        {
+            "node": [1] * 10,
+            "timestamp": pa.array([1758240000 + 600 * i for i in range(10)], pa.timestamp("s")),
+            "value": pa.array([10.0] * 10, pa.float32()),
+        }
+    )
+    pq.write_table(records, tmp_path / "r.parquet")
+    config = PreprocessConfig(
+        source=str(tmp_path / "r.parquet"),
+        output=str(tmp_path / "s"),
+        timeseries=TimeSeriesSettings(freq="5min", input_len=2, output_len=1),
+    )
+    store = preprocess(config).store  # every other step is missing, filled with 0
+    assert store.metadata.stats["normalization"] == {"mean": [10.0], "std": [0.0]}
+    assert store.metadata.stats["missing_cells"] == 9

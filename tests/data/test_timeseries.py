@@ -189,3 +189,47 @@ def test_out_of_order_records_are_an_error_only_when_sorted_is_required():
         DataError, match=r"record 3: time 2025-09-19 00:05:00 comes after 2025-09-19 00:10:00"
     ):
         strict.add(_records(rows[1]))
+
+
+def test_a_zero_ratio_never_makes_splits_overlap():
+    parts = timeseries.chronological_splits(25, {"train": 0.7, "val": 0.0, "test": 0.3}, 1, 1)
+    assert [(p.name, p.first_step, p.steps) for p in parts] == [
+        ("train", 0, 18),
+        ("val", 18, 0),
+        ("test", 18, 7),
+    ]
+
+
+def test_the_step_is_found_when_later_batches_hold_earlier_times():
+    newest_first = [
+        pa.record_batch({"t": pa.array([T0 + 600, T0 + 600], pa.timestamp("s"))}),
+        pa.record_batch({"t": pa.array([T0 + 300, T0], pa.timestamp("s"))}),
+    ]
+    scan = timeseries.scan_times(newest_first, "t")
+    assert (scan.first, scan.last, scan.step) == (T0, T0 + 600, 300)
+
+
+def test_null_readings_are_missing_values():
+    builder = _builder(steps=2)
+    batch = pa.record_batch(
+        {
+            "node": pa.array([10, 20], pa.int64()),
+            "timestamp": pa.array([T0, T0], pa.timestamp("s")),
+            "value": pa.array([None, 2.0], pa.float32()),
+        }
+    )
+    builder.add(batch)
+    assert builder.finish("zero") == 5  # the null reading and the 4 cells never read
+    assert builder.series[0, :, 0].tolist() == [0.0, 2.0, 0.0]
+
+
+@pytest.mark.parametrize(("scale", "unit"), [(1, "s"), (1000, "ms"), (1_000_000, "us")])
+def test_integer_times_in_seconds_milliseconds_or_microseconds(scale, unit):
+    seconds = timeseries.to_seconds(pa.array([T0 * scale, (T0 + 300) * scale]), "t")
+    assert seconds.tolist() == [T0, T0 + 300], unit
+
+
+def test_time_zone_aware_times_keep_their_wall_clock():
+    moment = pa.array([T0 * 1000], pa.timestamp("ms", tz="UTC"))
+    beijing = moment.cast(pa.timestamp("ms", tz="Asia/Shanghai"))
+    assert timeseries.to_seconds(beijing, "t").tolist() == [T0 + 8 * 3600]

@@ -97,6 +97,13 @@ def test_user_errors_are_one_clean_message(cli, raw, args, needles):
     _clean_error(cli(*args), *needles)
 
 
+def test_a_timeseries_setting_that_is_not_a_mapping(cli, raw, tmp_path):
+    (tmp_path / "bad.yaml").write_text(
+        f"source: {raw / 'records.parquet'}\noutput: o\ntimeseries: 5\n"
+    )
+    _clean_error(cli("data", "preprocess", "bad.yaml"), "bad.yaml:3", "must be a mapping")
+
+
 def test_unknown_yaml_keys_are_errors(cli, raw, tmp_path):
     (tmp_path / "bad.yaml").write_text(
         f"source: {raw / 'records.parquet'}\noutput: o\ntimeseries:\n  inputlen: 6\n"

@@ -132,7 +132,14 @@ def preprocess(
         "patch_size": patch_size,
         "missing": missing,
     }
-    series = dict(data.get("timeseries") or {})
+    series = data.get("timeseries") or {}
+    if not isinstance(series, dict):
+        raise ConfigError(
+            f"timeseries must be a mapping of settings, found {series!r}",
+            location=f"{doc.source}:{doc.line_of(('timeseries',)) or 1} (timeseries)",
+            hint="write e.g. 'timeseries:' then indented 'input_len: 12' lines",
+        )
+    series = dict(series)
     series.update({k: v for k, v in flags.items() if v is not None})
     if series:
         data["timeseries"] = series

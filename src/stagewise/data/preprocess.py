@@ -381,13 +381,17 @@ def _timeseries(
         builder.add(batch)
         if progress:
             progress(builder.records)
-    missing = builder.finish(settings.missing)
-    normalization = timeseries.train_statistics(series, splits[0])
+    builder.mark_missing()
+    normalization = timeseries.train_statistics(series, splits[0])  # observed values only
+    missing = builder.fill(settings.missing)
     writer.release_pages("series")
     starts = timeseries.window_starts(splits)
     writer.add_array("window_starts", starts)
     writer.add_array("time_features", timeseries.time_features(start, steps, freq))
-    writer.add_array("node_ids", np.asarray(node_ids.to_numpy(zero_copy_only=False)))
+    ids = node_ids.to_numpy(zero_copy_only=False)
+    if ids.dtype == object:  # text ids: fixed-width unicode, which a reader can map
+        ids = np.asarray(node_ids.to_pylist(), dtype=str)
+    writer.add_array("node_ids", ids)
     patches: dict[str, Any] = {"enabled": False}
     if coords is not None and settings.patch_size > 0:
         layout = spatial.patch_layout(coords, settings.patch_size)

@@ -62,12 +62,18 @@ def format_time(seconds: int) -> str:
 
 
 def to_seconds(values: pa.Array | pa.ChunkedArray, column: str) -> np.ndarray:
-    """A time column as int64 seconds: Arrow timestamps and dates, ISO text, or integers
-    (Unix seconds)."""
+    """A time column as int64 seconds of wall-clock time: Arrow timestamps and dates (a
+    time-zone-aware timestamp is read as the local time it shows in its zone), ISO text, or
+    integers since the epoch in seconds, milliseconds or microseconds (told apart by
+    magnitude: above 1e11 is milliseconds, above 1e14 microseconds, which puts seconds
+    past the year 5138 and milliseconds before 1973 out of reach)."""
     kind = values.type
     try:
+        if pa.types.is_timestamp(kind) and kind.tz is not None:
+            values = pc.local_timestamp(values)
+            kind = values.type
         if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
-            values = pc.cast(values, pa.timestamp("s", tz=getattr(kind, "tz", None)))
+            values = pc.cast(values, pa.timestamp("s"), safe=False)
             values = pc.cast(values, pa.int64())
         elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
             values = pc.cast(pc.cast(values, pa.timestamp("s")), pa.int64())
@@ -87,7 +93,14 @@ def to_seconds(values: pa.Array | pa.ChunkedArray, column: str) -> np.ndarray:
             f"the time column {column!r} has {values.null_count} empty values",
             hint="drop records without a time, or preprocess with on_error: skip",
         )
-    return np.asarray(values.to_numpy(), dtype=np.int64)
+    seconds = np.asarray(values.to_numpy(), dtype=np.int64)
+    if pa.types.is_integer(kind) and seconds.size:
+        largest = int(np.abs(seconds).max())
+        if largest > 10**14:
+            seconds = seconds // 1_000_000
+        elif largest > 10**11:
+            seconds = seconds // 1000
+    return seconds
 
 
 @dataclass
@@ -109,6 +122,8 @@ def scan_times(batches: Iterable[pa.RecordBatch], column: str, *, step: bool = T
         seconds = to_seconds(batch.column(column), column)
         records += len(seconds)
         lo, hi = int(seconds.min()), int(seconds.max())
+        if find_step and first is not None and lo < first:
+            found = math.gcd(found, first - lo)  # offsets so far were from the old first
         first = lo if first is None else min(first, lo)
         last = hi if last is None else max(last, hi)
         if find_step:
@@ -184,7 +199,7 @@ class SeriesBuilder:
                 int(np.count_nonzero(off_grid)),
             )
             keep &= ~off_grid
-        node_index = pc.index_in(batch.column(self.node_column), value_set=self.node_ids)
+        node_index = pc.index_in(self._node_column(batch), value_set=self.node_ids)
         unknown = keep & np.asarray(node_index.is_null().to_numpy(zero_copy_only=False))
         if unknown.any():
             i = int(np.flatnonzero(unknown)[0])
@@ -227,6 +242,22 @@ class SeriesBuilder:
         flat = self.series.reshape(self.steps * self.nodes, self.features)
         flat[cells] = values
 
+    def _node_column(self, batch: pa.RecordBatch) -> pa.Array:
+        """The records' node ids, in the metadata ids' type (a CSV reads ids as integers
+        where JSON gave text, say)."""
+        column = batch.column(self.node_column)
+        if column.type == self.node_ids.type:
+            return column
+        try:
+            return pc.cast(column, self.node_ids.type)
+        except (pa.ArrowException, TypeError):
+            raise DataError(
+                f"the node ids of the records ({column.type}, e.g. {column[0].as_py()!r}) "
+                f"cannot be matched with the node metadata's ({self.node_ids.type}, e.g. "
+                f"{self.node_ids[0].as_py()!r})",
+                hint="write the node ids the same way in both tables",
+            ) from None
+
     def _check_order(self, seconds: np.ndarray, base: int) -> None:
         previous = np.empty_like(seconds)
         previous[1:] = seconds[:-1]
@@ -242,24 +273,32 @@ class SeriesBuilder:
             )
         self.last_time = int(seconds[-1])
 
-    def finish(self, missing: str) -> int:
-        """Fill the cells no record reached; return how many there were."""
+    def mark_missing(self) -> None:
+        """Cells no record reached become NaN, like null readings; the record index goes."""
         empty = (self.owner == 0).reshape(self.steps, self.nodes)
-        count = int(np.count_nonzero(empty))
-        if count:
-            if missing == "zero":
-                self.series[empty] = 0.0
-            elif missing == "nan":
-                self.series[empty] = np.nan
-            else:  # ffill: each empty cell takes the node's last filled step
-                filled_at = np.where(~empty, np.arange(self.steps)[:, None], -1)
-                np.maximum.accumulate(filled_at, axis=0, out=filled_at)
-                source = np.maximum(filled_at, 0)
-                values = self.series[source, np.arange(self.nodes)[None, :]]
-                values[filled_at < 0] = 0.0
-                self.series[empty] = values[empty]
+        self.series[empty] = np.nan
         self.owner = np.zeros(0, dtype=np.uint32)
+
+    def fill(self, missing: str) -> int:
+        """Apply the missing-value policy to every NaN value; return how many there were."""
+        flat = self.series.reshape(self.steps, self.nodes * self.features)
+        empty = np.isnan(flat)
+        count = int(np.count_nonzero(empty))
+        if count and missing == "zero":
+            flat[empty] = 0.0
+        elif count and missing == "ffill":  # each missing value takes its last observed one
+            filled_at = np.where(~empty, np.arange(self.steps, dtype=np.int32)[:, None], -1)
+            np.maximum.accumulate(filled_at, axis=0, out=filled_at)
+            columns = np.broadcast_to(np.arange(flat.shape[1]), flat.shape)
+            values = flat[np.maximum(filled_at, 0), columns]
+            values[filled_at < 0] = 0.0
+            flat[empty] = values[empty]
         return count
+
+    def finish(self, missing: str) -> int:
+        """Mark and fill the missing values; return how many there were."""
+        self.mark_missing()
+        return self.fill(missing)
 
 
 def time_features(start: int, steps: int, freq: int) -> np.ndarray:
@@ -283,10 +322,10 @@ def chronological_splits(
     steps: int, ratios: dict[str, float], input_len: int, output_len: int
 ) -> list[SplitWindows]:
     """Step ranges and window counts of each split (see the module docstring)."""
-    train = round(ratios["train"] * steps)
-    test = round(ratios["test"] * steps)
-    val = steps - train - test
-    sizes = {"train": train, "val": val, "test": test}
+    # Cut at cumulative boundaries, so that no split can be negative or overlap another.
+    train = min(round(ratios["train"] * steps), steps)
+    test = min(round(ratios["test"] * steps), steps - train)
+    sizes = {"train": train, "val": steps - train - test, "test": test}
     span = input_len + output_len
     result, first = [], 0
     for name in SPLITS:
