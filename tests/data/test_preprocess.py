@@ -73,9 +73,13 @@ def test_same_source_and_settings_is_a_cache_hit(traffic, tmp_path):
     assert again.cached and again.store.key == first.store.key
     forced = preprocess(_config(traffic, tmp_path / "store"), force=True)
     assert not forced.cached and forced.store.key == first.store.key
+    # Published beside the old version (never in its place), and LATEST moved to it.
+    assert forced.store.folder != first.store.folder
+    assert open_store(first.store.folder).key == first.store.key
+    assert preprocess(_config(traffic, tmp_path / "store")).store.folder == forced.store.folder
     changed = preprocess(_config(traffic, tmp_path / "store", input_len=6, output_len=6))
     assert not changed.cached and changed.store.key != first.store.key
-    assert len(list_versions(str(tmp_path / "store"))) == 2
+    assert len(list_versions(str(tmp_path / "store"))) == 3
     assert open_store(tmp_path / "store", version=first.store.key).splits["train"] == 150
 
 

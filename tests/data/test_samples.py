@@ -186,14 +186,16 @@ def test_leftovers_of_dead_writers_are_swept_and_live_ones_kept(tmp_path):
     import time
 
     root = tmp_path / "s"
-    dead = root / ".tmp-abc-999999999-deadbeef"  # no such process
-    live = root / f".tmp-abc-{os.getpid()}-cafecafe"
-    for folder in (dead, live):
+    host = writer._HOST
+    dead = root / f".tmp-abc-999999999-deadbeef@{host}"  # no such process here
+    live = root / f".tmp-abc-{os.getpid()}-cafecafe@{host}"
+    elsewhere = root / ".tmp-abc-999999999-cafecafe@another-machine"  # cannot be checked
+    for folder in (dead, live, elsewhere):
         folder.mkdir(parents=True)
         old = time.time() - 120
         os.utime(folder, (old, old))
     writer.sweep_temporaries(root)
-    assert not dead.exists() and live.exists()
+    assert not dead.exists() and live.exists() and elsewhere.exists()
 
 
 def test_numeric_columns_are_contiguous_per_split_and_text_stays_in_shards(table_store):

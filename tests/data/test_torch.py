@@ -502,3 +502,23 @@ def test_windows_stores_with_different_node_counts_are_refused(tmp_path: Path) -
     plan = MixturePlan.from_counts({name: len(s) for name, s in stores_by_nodes.items()})
     with pytest.raises(DataError, match=r"column 'x' is float32\[12, 7, 1\] in n7"):
         MixtureDataset(plan, stores_by_nodes, batch_size=4, seed=SEED)
+
+
+def test_set_epoch_after_load_state_dict_resumes(stores: dict[str, SampleStore]) -> None:
+    plan = MixturePlan.from_counts({"a": 5, "b": 3}, {"a": 5, "b": 3})
+    first = MixtureLoader(MixtureDataset(plan, stores, batch_size=2, seed=SEED))
+    seen = []
+    for batch in first:
+        seen.append(batch["index"].tolist())
+        if len(seen) == 2:
+            break
+    state = first.state_dict()
+    resumed = MixtureLoader(MixtureDataset(plan, stores, batch_size=2, seed=SEED))
+    resumed.load_state_dict(state)
+    resumed.set_epoch(state["epoch"])  # the usual loop calls this before every epoch
+    rest = [batch["index"].tolist() for batch in resumed]
+    whole = [
+        batch["index"].tolist()
+        for batch in MixtureLoader(MixtureDataset(plan, stores, batch_size=2, seed=SEED))
+    ]
+    assert seen + rest == whole

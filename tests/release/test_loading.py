@@ -72,3 +72,16 @@ def test_a_missing_dataset_is_named(mixed_repo):
     (mixed_repo / "c.jsonl").unlink()
     with pytest.raises(DataError, match="dataset 'c'"):
         load_stage_data(open_release(str(mixed_repo)), record=False)
+
+
+def test_a_store_at_a_url_is_a_dataset_too(mixed_repo):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.put(str(mixed_repo / "b"), "/remote/b", recursive=True)
+    datasets = [{"name": "b", "path": "memory://remote/b", "stage_weight": 1.0}]
+    (mixed_repo / "s.json").write_text(json.dumps({"dataset_index": datasets}))
+    data = load_stage_data(open_release(str(mixed_repo)), record=False)
+    assert [(e.name, e.size) for e in data.plan.entries] == [("b", 30)]
+    assert data.sources["b"].take([0, 29])["id"].tolist() == [0, 29]
+    fs.rm("/remote", recursive=True)

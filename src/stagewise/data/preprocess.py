@@ -45,6 +45,10 @@ from stagewise.data.sources import JsonlListSource, Source, open_source, read_js
 from stagewise.errors import ConfigError, DataError
 from stagewise.store import atomic, locations
 
+# Bumped when preprocessing itself changes what it writes for the same input and settings
+# (a fix), so that stores built by the older code are not served from the cache.
+PIPELINE_VERSION = 2
+
 Progress = Callable[[int], None]  # called with the number of records read so far
 
 
@@ -66,11 +70,19 @@ def cache_key(config: PreprocessConfig, source: Source, meta: Source | None) -> 
         settings.pop("timeseries", None)
     material = {
         "format_version": FORMAT_VERSION,
+        "pipeline_version": PIPELINE_VERSION,
         "source": source.fingerprint(),
         "meta": meta.fingerprint() if meta is not None else None,
         "settings": settings,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def published_version(root: Path, key: str) -> Path | None:
+    """The newest published version folder of ``key`` (a forced rebuild adds ``-r<time>``)."""
+    found = [root / f"{VERSION_PREFIX}{key}", *root.glob(f"{VERSION_PREFIX}{key}-r*")]
+    found = [p for p in found if (p / METADATA_FILE).exists()]
+    return max(found, key=lambda p: p.name) if found else None
 
 
 def preprocess(
@@ -105,15 +117,14 @@ def preprocess(
     )
     key = cache_key(config, source, meta)
     root = Path(locations.local_path(config.output))
-    version = root / f"{VERSION_PREFIX}{key}"
-    if not force and (version / METADATA_FILE).exists():
+    version = published_version(root, key)
+    if not force and version is not None:
         latest = root / "LATEST"
         if not latest.exists() or latest.read_text().strip() != version.name:
             atomic.atomic_write(latest, version.name + "\n")
         return PreprocessResult(open_store(str(root)), True, time.perf_counter() - began)
-    with StoreWriter(
-        root, key, kind="table" if config.transform != "timeseries" else "windows"
-    ) as writer:
+    kind = "table" if config.transform != "timeseries" else "windows"
+    with StoreWriter(root, key, kind=kind, replace=force) as writer:
         if config.transform == "timeseries":
             result = _timeseries(config, settings, source, meta, writer, progress)
         else:

@@ -319,7 +319,11 @@ class MixtureLoader:
         return -(-len(sampler) // self.dataset.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
-        """Start epoch ``epoch`` from its beginning (call it before each epoch's loop)."""
+        """Start epoch ``epoch`` from its beginning (call it before each epoch's loop). A
+        resume point loaded for this same epoch, with nothing consumed since, is kept: the
+        usual loop ``load_state_dict(...)`` then ``set_epoch(e)`` resumes, not restarts."""
+        if epoch == self.dataset.epoch and self.consumed == 0 and self.dataset.start:
+            return
         self.dataset.epoch = epoch
         self.dataset.start = 0
         self.consumed = 0

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -72,14 +71,10 @@ class TableSamples:
 
 
 def _open_dataset(location: str, split: str) -> Any:
-    from stagewise.data.samples import open_store
-    from stagewise.data.samples.format import LATEST_FILE, METADATA_FILE
+    from stagewise.data.samples import is_store, open_store
     from stagewise.data.sources import open_source
 
-    if os.path.isdir(location) and (
-        os.path.exists(os.path.join(location, LATEST_FILE))
-        or os.path.exists(os.path.join(location, METADATA_FILE))
-    ):
+    if is_store(location):  # a folder, or a URL prefix (s3://...)
         store = open_store(location)
         if split not in store.splits:
             raise DataError(

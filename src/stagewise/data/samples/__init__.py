@@ -1,7 +1,7 @@
 """The sample store: data prepared once, opened in milliseconds (see ``store.py``)."""
 
 from stagewise.data.samples.format import FORMAT_VERSION, StoreMetadata
-from stagewise.data.samples.store import SampleStore, list_versions, open_store
+from stagewise.data.samples.store import SampleStore, is_store, list_versions, open_store
 from stagewise.data.samples.verify import verify_store
 from stagewise.data.samples.writer import StoreWriter
 
@@ -10,6 +10,7 @@ __all__ = [
     "SampleStore",
     "StoreMetadata",
     "StoreWriter",
+    "is_store",
     "list_versions",
     "open_store",
     "verify_store",

@@ -106,6 +106,21 @@ def _resolve_version(location: str, version: str | None) -> tuple[str, str]:
     )
 
 
+def is_store(location: str) -> bool:
+    """Whether ``location`` (a folder or URL prefix) holds a sample store."""
+    try:
+        if locations.is_url(location):
+            fs, base = locations.filesystem(location)
+            base = base.rstrip("/")
+            return bool(fs.exists(f"{base}/{LATEST_FILE}") or fs.exists(f"{base}/{METADATA_FILE}"))
+    except (OSError, ValueError):
+        return False
+    folder = locations.local_path(location)
+    return os.path.isdir(folder) and any(
+        os.path.exists(os.path.join(folder, name)) for name in (LATEST_FILE, METADATA_FILE)
+    )
+
+
 def list_versions(location: str) -> list[str]:
     """Published versions of a local store root, oldest first."""
     root = Path(locations.local_path(location))

@@ -8,7 +8,9 @@ import hashlib
 import json
 import mmap
 import os
+import re
 import shutil
+import socket
 import time
 import uuid
 from collections import defaultdict
@@ -105,9 +107,10 @@ def column_infos(schema: pa.Schema, fixed: set[str] | None = None) -> list[Colum
 
 
 def sweep_temporaries(root: Path) -> None:
-    """Remove version folders that crashed writers left behind: a folder whose writer (the
-    process id in its name) is gone on this machine, once a minute old; any folder a day
-    old (its writer may have run on another machine sharing the disk)."""
+    """Remove version folders that crashed writers left behind. A folder's name holds its
+    writer's host and process id: on this host, a folder whose process is gone goes once a
+    minute old; a folder from another host (a disk shared between machines) only once a
+    day old, since its process cannot be checked from here."""
     if not root.is_dir():
         return
     now = time.time()
@@ -115,15 +118,21 @@ def sweep_temporaries(root: Path) -> None:
         if not entry.name.startswith(TEMP_PREFIX):
             continue
         age = now - entry.stat().st_mtime
-        writer = _writer_pid(entry.name)
-        gone = writer is not None and not _alive(writer)
-        if (gone and age > 60) or age > 86_400 or (writer is None and age > 3600):
+        host, pid = _writer_of(entry.name)
+        here_and_gone = host == _HOST and pid is not None and not _alive(pid)
+        if (here_and_gone and age > 60) or age > 86_400:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def _writer_pid(name: str) -> int | None:
-    parts = name[len(TEMP_PREFIX) :].split("-")
-    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
+
+
+def _writer_of(name: str) -> tuple[str | None, int | None]:
+    """(host, pid) from ``.tmp-<key>-<pid>-<random>@<host>``."""
+    body, _, host = name[len(TEMP_PREFIX) :].rpartition("@")
+    parts = body.rsplit("-", 2)
+    pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+    return (host or None), pid
 
 
 def _alive(pid: int) -> bool:
@@ -142,6 +151,7 @@ class StoreWriter:
     def __init__(
         self, root: str | os.PathLike[str], key: str, *, kind: str = "table", replace: bool = False
     ) -> None:
+        """``replace``: publish even when a version of ``key`` exists (a forced rebuild)."""
         self.root = Path(root)
         self.replace = replace
         self.key = key
@@ -155,7 +165,9 @@ class StoreWriter:
                 hint="choose an output folder you can write to",
             ) from None
         sweep_temporaries(self.root)
-        self.temp = self.root / f"{TEMP_PREFIX}{key[:12]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.temp = self.root / (
+            f"{TEMP_PREFIX}{key[:12]}-{os.getpid()}-{uuid.uuid4().hex[:8]}@{_HOST}"
+        )
         (self.temp / "shards").mkdir(parents=True)
         (self.temp / "arrays").mkdir()
         self._buffers: dict[str, list[pa.RecordBatch]] = defaultdict(list)
@@ -295,7 +307,6 @@ class StoreWriter:
             self._flush(split)
         self._close_arrays()
         self._close_columns()
-        shards: list[ShardInfo] = []
         if splits is None:
             splits = {}
             order = [s for s in _CANONICAL_SPLITS if s in self._split_rows]
@@ -304,7 +315,9 @@ class StoreWriter:
             for split in order:
                 splits[split] = SplitInfo(start=start, count=self._split_rows[split])
                 start += self._split_rows[split]
-                shards.extend(self._shards.get(split, []))
+        # Shards in the splits' sample order, so that shard rows line up with samples.
+        by_start = sorted(splits, key=lambda name: splits[name].start)
+        shards = [shard for split in by_start for shard in self._shards.get(split, [])]
         if num_samples is None:
             num_samples = sum(self._split_rows.values())
         metadata = StoreMetadata(
@@ -336,9 +349,9 @@ class StoreWriter:
         atomic_write(self.temp / METADATA_FILE, metadata.model_dump_json(indent=2))
         final = self.root / f"{VERSION_PREFIX}{self.key}"
         if final.exists() and self.replace:
-            # A forced rebuild: the old folder steps aside (swept later) and the new one
-            # takes its name; readers holding the old one keep their open files.
-            final.rename(self.root / f"{TEMP_PREFIX}replaced-{final.name}-{uuid.uuid4().hex[:8]}")
+            # A forced rebuild never takes a published name: it is published beside the
+            # old version (which readers may hold open) and LATEST moves to it.
+            final = self.root / f"{VERSION_PREFIX}{self.key}-r{time.time_ns()}"
         if final.exists():  # a concurrent writer published the same key: same content
             shutil.rmtree(self.temp, ignore_errors=True)
         else:
