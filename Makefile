@@ -13,10 +13,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# torch first, pinned: the CPU wheel on these machines; a bare "torch" pulls a CUDA build.
+# torch pinned, first and again beside the extras: the CPU wheel on these machines. Without
+# the pin in the second command, pip upgrades torch to a multi-GB CUDA build.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[all,dev]" "torch==2.13.0"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
