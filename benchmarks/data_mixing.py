@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from _report import rate, table
 
 from stagewise.data.order import MixtureEntry, MixturePlan, MixtureSampler
 from stagewise.data.samples.store import SampleStore, open_store
@@ -49,19 +50,6 @@ BATCH = 256
 DIM = 64
 SOURCES = 8
 WEIGHTS = [float(i + 1) for i in range(SOURCES)]
-
-
-def table(title: str, header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    out = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    out.append("  ".join("-" * w for w in widths))
-    for row in rows:
-        out.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
-    return "\n".join(out)
-
-
-def rate(x: float) -> str:
-    return f"{x / 1e6:.2f}M/s" if x >= 1e6 else f"{x / 1e3:.1f}k/s"
 
 
 # data -------------------------------------------------------------------------------------
@@ -108,30 +96,11 @@ def build(workdir: Path, total: int) -> dict[str, Any]:
 def gatherer(
     plan: MixturePlan, sources: dict[str, SampleStore]
 ) -> tuple[Callable[[list[str], np.ndarray, np.ndarray], dict[str, Any]], str]:
-    """``MixtureDataset.gather`` (needs torch); without torch, its steps with the public
-    ``store.take`` in place of its direct reads of the stores' maps (a little slower)."""
-    try:
-        from stagewise.data.torch import MixtureDataset
+    """``MixtureDataset.gather``: what a training loader runs for every batch."""
+    from stagewise.data.torch import MixtureDataset
 
-        dataset = MixtureDataset(plan, sources, batch_size=BATCH, seed=0, rank=0, world_size=1)
-        return dataset.gather, "stagewise.data.torch.MixtureDataset.gather"
-    except ImportError:
-
-        def gather(names: list[str], datasets: np.ndarray, indices: np.ndarray) -> dict[str, Any]:
-            out: dict[str, Any] = {}
-            order = np.argsort(datasets, kind="stable")
-            bounds = np.searchsorted(datasets[order], np.arange(len(names) + 1))
-            for number in range(len(names)):
-                rows = order[bounds[number] : bounds[number + 1]]
-                if not len(rows):
-                    continue
-                for column, values in sources[names[number]].take(indices[rows]).items():
-                    if column not in out:
-                        out[column] = np.empty((len(indices), *values.shape[1:]), values.dtype)
-                    out[column][rows] = values
-            return out
-
-        return gather, "MixtureDataset.gather's steps with store.take (torch is not installed)"
+    dataset = MixtureDataset(plan, sources, batch_size=BATCH, seed=0, rank=0, world_size=1)
+    return dataset.gather, "stagewise.data.torch.MixtureDataset.gather"
 
 
 # throughput -------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _report import rate, table
+
 CORES = os.cpu_count() or 1
 SEED_RECORDS = 230_000_000  # seed 004's raw records
 SEED_MINUTES = (50.0, 95.0)  # seed 004's preprocess, best and worst run
@@ -297,21 +299,10 @@ def child_main(mode: str, options: dict[str, Any]) -> None:
 
 
 # report -----------------------------------------------------------------------------------
-def table(title: str, header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join("-" * w for w in widths)
-    out = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)), line]
-    for row in rows:
-        out.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
-    return "\n".join(out)
 
 
 def med(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
-
-
-def rate(x: float) -> str:
-    return f"{x / 1e6:.2f}M/s" if x >= 1e6 else f"{x / 1e3:.1f}k/s"
 
 
 def minutes(seconds: float) -> str:
