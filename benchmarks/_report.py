@@ -1,6 +1,27 @@
-"""Printing shared by the benchmark scripts: aligned tables, rates and verdicts."""
+"""Shared by the benchmark scripts: child processes for fresh-process timings, aligned
+tables, rates and verdicts."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+
+def run_child(script: str, mode: str, python: str | None = None, **options: Any) -> dict[str, Any]:
+    """Run ``script`` as a fresh child process in ``mode``: its JSON answer (the last line
+    it prints) plus ``child_wall``, its wall time as the parent saw it."""
+    command = [python or sys.executable, script, "--child", mode, "--options", json.dumps(options)]
+    began = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - began
+    if done.returncode != 0:
+        raise RuntimeError(f"child {mode} failed:\n{done.stderr[-4000:]}")
+    answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    answer["child_wall"] = wall
+    return answer
 
 
 def table(title: str, header: list[str], rows: list[list[str]]) -> str:

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _report import rate, table, verdict
+from _report import rate, run_child, table, verdict
 
 CORES = os.cpu_count() or 1
 BATCH = 256
@@ -121,19 +121,6 @@ def child_reprocess(raw: str, output: str) -> dict[str, Any]:
     }
 
 
-def run_child(mode: str, python: str | None = None, **options: Any) -> dict[str, Any]:
-    command = [python or sys.executable, __file__, "--child", mode, "--options"]
-    command.append(json.dumps(options))
-    began = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - began
-    if done.returncode != 0:
-        raise RuntimeError(f"child {mode} failed:\n{done.stderr[-4000:]}")
-    answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    answer["child_wall"] = wall
-    return answer
-
-
 def first_batch(workdir: Path, sizes: list[tuple[int, int]], runs: int) -> list[list[str]]:
     rows = []
     for nodes, steps in sizes:
@@ -142,10 +129,12 @@ def first_batch(workdir: Path, sizes: list[tuple[int, int]], runs: int) -> list[
         scratch = workdir / f"reprocess-{nodes}x{steps}"
         found: dict[str, list[dict[str, Any]]] = {"warm": [], "cold": [], "reprocess": []}
         for _ in range(runs):
-            found["warm"].append(run_child("first_batch", root=str(root)))
+            found["warm"].append(run_child(__file__, "first_batch", root=str(root)))
             evict(version)
-            found["cold"].append(run_child("first_batch", root=str(root)))
-            found["reprocess"].append(run_child("reprocess", raw=str(raw), output=str(scratch)))
+            found["cold"].append(run_child(__file__, "first_batch", root=str(root)))
+            found["reprocess"].append(
+                run_child(__file__, "reprocess", raw=str(raw), output=str(scratch))
+            )
         shutil.rmtree(scratch, ignore_errors=True)
         records = nodes * steps
         load_s = statistics.median(r["open_first_batch"] for r in found["warm"])
@@ -589,6 +578,7 @@ def main() -> None:
     peer: dict[str, Any] = {}
     if python:
         peer = run_child(
+            __file__,
             "peers",
             python=python,
             npy=str(paths["npy"]),

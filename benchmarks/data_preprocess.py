@@ -26,13 +26,11 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from _report import rate, table
+from _report import rate, run_child, table
 
 CORES = os.cpu_count() or 1
 SEED_RECORDS = 230_000_000  # seed 004's raw records
@@ -267,21 +265,6 @@ def child_cache_hit(raw: Path, output: Path, repeats: int) -> dict[str, Any]:
     }
 
 
-def run_child(mode: str, **options: Any) -> dict[str, Any]:
-    """Run this file as a fresh child process in ``mode``: its JSON answer (with its own
-    peak RSS, ``getrusage(RUSAGE_SELF).ru_maxrss`` at its end) and its wall time as the
-    parent saw it."""
-    command = [sys.executable, __file__, "--child", mode, "--options", json.dumps(options)]
-    began = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - began
-    if done.returncode != 0:
-        raise RuntimeError(f"child {mode} failed:\n{done.stderr[-3000:]}")
-    answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    answer["child_wall"] = wall
-    return answer
-
-
 def child_main(mode: str, options: dict[str, Any]) -> None:
     raw = Path(options["raw"])
     if mode == "stagewise":
@@ -321,10 +304,14 @@ def measure_size(
     floor_out = workdir / "floor-out"
     found: dict[str, list[dict[str, Any]]] = {"stagewise": [], "floor": [], "floor_write": []}
     for _ in range(runs):  # interleaved, so that a slow spell of the disk hits both
-        found["stagewise"].append(run_child("stagewise", raw=str(raw), output=str(output)))
+        found["stagewise"].append(
+            run_child(__file__, "stagewise", raw=str(raw), output=str(output))
+        )
         if with_floor:
-            found["floor"].append(run_child("floor", raw=str(raw)))
-            found["floor_write"].append(run_child("floor", raw=str(raw), write=str(floor_out)))
+            found["floor"].append(run_child(__file__, "floor", raw=str(raw)))
+            found["floor_write"].append(
+                run_child(__file__, "floor", raw=str(raw), write=str(floor_out))
+            )
     shutil.rmtree(floor_out, ignore_errors=True)
     return {"raw": raw, "output": output, **found}
 
@@ -363,13 +350,13 @@ def main() -> None:
     little = measure_size(workdir, *small, runs, with_floor=False)
     python_runs = {
         text: [
-            run_child("python", raw=str(big["raw"]), limit=slice_records, text=text)
+            run_child(__file__, "python", raw=str(big["raw"]), limit=slice_records, text=text)
             for _ in range(runs)
         ]
         for text in (False, True)
     }
     hit = run_child(
-        "cache_hit", raw=str(big["raw"]), output=str(big["output"]), repeats=hit_repeats
+        __file__, "cache_hit", raw=str(big["raw"]), output=str(big["output"]), repeats=hit_repeats
     )
 
     records = big["stagewise"][0]["records"]

@@ -25,7 +25,7 @@ def _records(rows: list[tuple[int, int, float]]) -> pa.RecordBatch:
     )
 
 
-def _builder(steps: int = 4, on_error: str = "raise") -> timeseries.SeriesBuilder:
+def _builder(steps: int = 4, **options: object) -> timeseries.SeriesBuilder:
     return timeseries.SeriesBuilder(
         np.full((steps, 3, 1), -1.0, np.float32),
         NODES,
@@ -34,7 +34,7 @@ def _builder(steps: int = 4, on_error: str = "raise") -> timeseries.SeriesBuilde
         node_column="node",
         time_column="timestamp",
         value_columns=["value"],
-        on_error=on_error,
+        **options,  # type: ignore[arg-type]
     )
 
 
@@ -174,16 +174,7 @@ def test_out_of_order_records_are_an_error_only_when_sorted_is_required():
     relaxed = _builder()
     for batch in rows:
         relaxed.add(_records(batch))
-    strict = timeseries.SeriesBuilder(
-        np.zeros((4, 3, 1), np.float32),
-        NODES,
-        start=T0,
-        freq=300,
-        node_column="node",
-        time_column="timestamp",
-        value_columns=["value"],
-        require_sorted=True,
-    )
+    strict = _builder(require_sorted=True)
     strict.add(_records(rows[0]))
     with pytest.raises(
         DataError, match=r"record 3: time 2025-09-19 00:05:00 comes after 2025-09-19 00:10:00"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -47,7 +48,7 @@ class _ReadState:
     first: str = ""
 
 
-class Source:
+class Source(ABC):
     """Rows from somewhere, read as a stream of record batches: see
     :mod:`stagewise.data.sources`."""
 
@@ -76,9 +77,9 @@ class Source:
         self.report.first_errors = []
         return self._stream(chunk_rows, columns)
 
+    @abstractmethod
     def fingerprint(self) -> str:
         """A cheap, stable hex digest of the source's identity and state."""
-        raise NotImplementedError
 
     def schema(self) -> pa.Schema:
         """The columns and types of the batches; reads a footer or at most the first chunk.
@@ -96,9 +97,9 @@ class Source:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.description}>"
 
+    @abstractmethod
     def _read(self, chunk_rows: int, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
         """Batches of any size, possibly empty; an empty first batch carries the schema."""
-        raise NotImplementedError
 
     def _stream(self, chunk_rows: int, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
         with contextlib.closing(self._read(chunk_rows, columns)) as batches:
