@@ -26,6 +26,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/quickstart/run.sh
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/data/run.sh
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/three-stage/run.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples docs

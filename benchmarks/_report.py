@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 
@@ -39,3 +40,29 @@ def rate(x: float) -> str:
 
 def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
+
+
+def peer_venv(
+    venv: Path, packages: list[str], imports: str, install: bool
+) -> tuple[str | None, str]:
+    """The Python of a peers' virtual environment (never the project's), made with
+    ``packages`` when ``install``; (None, why) when it cannot be had."""
+    python = venv / "bin" / "python"
+    probe = [str(python), "-c", f"import {imports}"]
+    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+        return str(python), "ready"
+    if not install:
+        return None, f"skipped: no ready venv at {venv} (run without --quick to install)"
+    log = venv.parent / f"{venv.name}-install.log"
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    steps = [
+        [sys.executable, "-m", "venv", str(venv)],
+        [str(python), "-m", "pip", "install", *packages],
+    ]
+    with open(log, "w") as out:
+        for step in steps:
+            if subprocess.run(step, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
+                return None, f"install failed: see {log}"
+    if subprocess.run(probe, capture_output=True).returncode != 0:
+        return None, f"installed but cannot import: see {log}"
+    return str(python), "installed"

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _report import rate, run_child, table, verdict
+from _report import peer_venv, rate, run_child, table, verdict
 
 CORES = os.cpu_count() or 1
 BATCH = 256
@@ -353,25 +353,12 @@ def random_access(paths: dict[str, Path], rows: int, batches: int, runs: int) ->
 
 # peers: Hugging Face datasets, LitData (their own venv) -------------------------------------
 def peers_python(venv: Path, install: bool) -> tuple[str | None, str]:
-    python = venv / "bin" / "python"
-    probe = [str(python), "-c", "import datasets, litdata, numpy, pyarrow"]
-    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
-        return str(python), "ready"
-    if not install:
-        return None, f"skipped: no ready venv at {venv} (run without --quick to install)"
-    log = venv.parent / "peers-install.log"
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    steps = [
-        [sys.executable, "-m", "venv", str(venv)],
-        [str(python), "-m", "pip", "install", "datasets", "litdata", "numpy", "pyarrow"],
-    ]
-    with open(log, "w") as out:
-        for step in steps:
-            if subprocess.run(step, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
-                return None, f"install failed: see {log}"
-    if subprocess.run(probe, capture_output=True).returncode != 0:
-        return None, f"installed but cannot import: see {log}"
-    return str(python), "installed"
+    return peer_venv(
+        venv,
+        ["datasets", "litdata", "numpy", "pyarrow"],
+        "datasets, litdata, numpy, pyarrow",
+        install,
+    )
 
 
 def child_peers(options: dict[str, Any]) -> dict[str, Any]:

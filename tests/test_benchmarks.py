@@ -12,7 +12,9 @@ import pytest
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["data_preprocess.py", "data_load.py", "data_mixing.py"])
+@pytest.mark.parametrize(
+    "script", ["data_preprocess.py", "data_load.py", "data_mixing.py", "pipeline_dag.py"]
+)
 def test_benchmark_runs_quick(script: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), "--quick", "--workdir", str(tmp_path)],

@@ -128,3 +128,15 @@ class SourceError(DataError):
 
 class StoreError(DataError):
     """A sample store that is missing, incomplete, corrupt or from a newer format."""
+
+
+class PipelineError(StagewiseError):
+    """A pipeline definition that cannot run, or a run that cannot be started or resumed."""
+
+
+class RunNotFoundError(PipelineError):
+    """No run (or task, or artifact) of that id is in the metadata database."""
+
+
+class DatabaseError(StagewiseError):
+    """The metadata database cannot be reached, or its schema is newer than this stagewise."""

@@ -797,3 +797,9 @@ def test_seed_yaml_can_be_read_by_plain_pyyaml_after_dump() -> None:
     doc = parse_document((SEED / "stage_config.yaml").read_bytes(), "stage_config.yaml")
     config = load_model(StageConfig, doc)
     assert yaml.safe_load(dump_yaml(config.to_data())) == doc.data
+
+
+@pytest.mark.parametrize("text", ["a: !!int abc", "a: !!bool maybe", "a: !!float x"])
+def test_a_plain_tag_on_a_value_it_cannot_read_is_a_located_error(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"f\.yaml:1: .* is not a valid"):
+        parse_yaml(text, "f.yaml")

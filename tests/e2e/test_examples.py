@@ -28,3 +28,13 @@ def test_data_example_runs_end_to_end(tmp_path) -> None:
     assert f"samples per dataset in one epoch: {planned}" in out
     events = (tmp_path / "repo" / "stage_events.jsonl").read_text()
     assert '"event": "data_loading"' in events and '"total_clips": 1696' in events
+
+
+def test_three_stage_example_runs_end_to_end(tmp_path) -> None:
+    result = run_bash(str(ROOT / "examples" / "three-stage" / "run.sh"), str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "test accuracy" in out and "for 10 epochs" in out
+    assert out.count("succeeded") >= 4
+    assert (tmp_path / "user" / "models" / "deployed").is_dir()
+    assert list((tmp_path / "outputs").rglob("selected_data.jsonl"))

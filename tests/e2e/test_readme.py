@@ -64,3 +64,13 @@ def test_data_commands_and_loader_run(tmp_path: Path) -> None:
     assert loaded.returncode == 0, loaded.stderr
     expected = "torch.Size([32, 12, 64, 1]) torch.Size([32, 12, 64, 1]) torch.Size([32, 12, 2])"
     assert expected in loaded.stdout
+
+
+def test_pipeline_commands_run(tmp_path: Path) -> None:
+    (tmp_path / "pipeline.yaml").write_text(block("pipeline-yaml"))
+    result = run_bash("-euo", "pipefail", "-c", block("pipeline"), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "lr=0.05 rows=1000" in result.stdout  # `runs logs RUN evaluate`
+    assert "written by train" in result.stdout and "written by prepare" in result.stdout
+    assert result.stdout.count(" cached (from run ") == 3
+    assert (tmp_path / "outputs" / "hello-pipeline").is_dir()

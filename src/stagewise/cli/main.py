@@ -8,8 +8,11 @@ import sys
 import typer
 
 from stagewise import __version__
+from stagewise.cli import artifacts as artifact_commands
 from stagewise.cli import data as data_commands
+from stagewise.cli import pipeline as pipeline_commands
 from stagewise.cli import release as release_commands
+from stagewise.cli import runs as runs_commands
 from stagewise.cli import stage as stage_commands
 from stagewise.cli.output import render_error
 from stagewise.errors import StagewiseError
@@ -24,6 +27,9 @@ app = typer.Typer(
 app.add_typer(stage_commands.app, name="stage")
 app.add_typer(release_commands.app, name="release")
 app.add_typer(data_commands.app, name="data")
+app.command("run")(pipeline_commands.run)
+app.add_typer(runs_commands.app, name="runs")
+app.add_typer(artifact_commands.app, name="artifacts")
 
 
 def _version(value: bool) -> None:

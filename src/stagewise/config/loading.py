@@ -169,7 +169,15 @@ class _YamlBuilder:
         if isinstance(node, yaml.ScalarNode):
             if node.tag.endswith(":timestamp"):
                 return node.value  # dates stay as written; formats take them as strings
-            return self.scalars.construct_object(node)
+            try:
+                return self.scalars.construct_object(node)
+            except (ValueError, KeyError, yaml.YAMLError):  # e.g. "!!int abc"
+                tag = node.tag.rsplit(":", 1)[-1]
+                raise self.fail(
+                    f"{node.value!r} is not a valid {tag}",
+                    node,
+                    hint=f"remove the !!{tag} tag or write a valid {tag}",
+                ) from None
         if id(node) in stack:
             raise self.fail(
                 "the YAML contains an alias that refers to itself",

@@ -1,0 +1,1 @@
+"""One suite over every backend: executors (local, ray), databases (sqlite, postgresql)."""
