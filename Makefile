@@ -27,6 +27,7 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/quickstart/run.sh
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/data/run.sh
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/three-stage/run.sh
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/quickstart/training/run.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples docs

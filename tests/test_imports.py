@@ -50,7 +50,9 @@ def test_public_names_resolve() -> None:
 def test_no_unsafe_loading_or_eval_in_the_source() -> None:
     import stagewise
 
-    pattern = re.compile(r"yaml\.(load|unsafe_load|full_load)\(|(?<!\.)\beval\(|\bexec\(|pickle\.loads?\(")
+    pattern = re.compile(
+        r"yaml\.(load|unsafe_load|full_load)\(|(?<!\.)\beval\(|\bexec\(|pickle\.loads?\("
+    )
     offenders = [
         f"{path}:{number}"
         for path in Path(stagewise.__file__).parent.rglob("*.py")

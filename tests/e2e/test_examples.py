@@ -38,3 +38,26 @@ def test_three_stage_example_runs_end_to_end(tmp_path) -> None:
     assert out.count("succeeded") >= 4
     assert (tmp_path / "user" / "models" / "deployed").is_dir()
     assert list((tmp_path / "outputs").rglob("selected_data.jsonl"))
+
+
+def test_training_quickstart_trains_to_the_issues_accuracy(tmp_path) -> None:
+    """scikit-learn's four datasets, a release with two stages, one pipeline: the stage
+    switches automatically and the best model reaches 0.95 on digits and 0.90 overall."""
+    import json
+
+    script = ROOT / "examples" / "quickstart" / "training" / "run.sh"
+    result = run_bash(str(script), str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "7 succeeded" in out
+    assert "🔄 阶段切换: pretraining → finetuning (epoch 8" in out
+    assert "整体准确率" in out
+    events = (tmp_path / "data_release_repo" / "stage_events.jsonl").read_text()
+    switch = [
+        json.loads(line) for line in events.splitlines() if '"to_stage": "finetuning"' in line
+    ]
+    assert switch and {"epoch", "loss", "accuracy"} <= set(switch[0]["metadata"])
+    metrics = json.loads(next((tmp_path / "outputs").rglob("metrics.json")).read_text())
+    assert metrics["final_eval_digits_accuracy"] >= 0.95
+    assert metrics["final_eval_overall_accuracy"] >= 0.90
+    assert metrics["final_eval_overall_samples"] == 676  # every test record

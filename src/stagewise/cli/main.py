@@ -14,6 +14,7 @@ from stagewise.cli import pipeline as pipeline_commands
 from stagewise.cli import release as release_commands
 from stagewise.cli import runs as runs_commands
 from stagewise.cli import stage as stage_commands
+from stagewise.cli import train as train_commands
 from stagewise.cli.output import render_error
 from stagewise.errors import StagewiseError
 
@@ -30,6 +31,8 @@ app.add_typer(data_commands.app, name="data")
 app.command("run")(pipeline_commands.run)
 app.add_typer(runs_commands.app, name="runs")
 app.add_typer(artifact_commands.app, name="artifacts")
+app.command("train")(train_commands.train)
+app.command("eval")(train_commands.evaluate)
 
 
 def _version(value: bool) -> None:

@@ -35,14 +35,15 @@ TYPES: dict[str, TaskType] = {
         ),
         TaskType(
             "training",
-            "your function, or stagewise's built-in linear classifier (the trainer issue "
-            "replaces it)",
-            "stagewise.pipeline.tasks.linear:train",
+            "your function; or with a 'config' parameter, stagewise's multi-dataset trainer; "
+            "else the built-in linear classifier",
+            "stagewise.pipeline.tasks.training:train",
         ),
         TaskType(
             "evaluation",
-            "your function, or the built-in evaluation of a linear classifier",
-            "stagewise.pipeline.tasks.linear:evaluate",
+            "your function; or with a 'config' parameter, the trainer's full evaluation of "
+            "the 'model' input; else the linear classifier's evaluation",
+            "stagewise.pipeline.tasks.training:evaluate",
         ),
         TaskType(
             "deployment",

@@ -1,0 +1,641 @@
+"""``stagewise train``: the multi-dataset training recipe, top to bottom.
+
+1. Read and check every record (labels against num_classes and num_labels, with file and
+   line) before anything trains.
+2. Build the model: per-dataset inputs, one shared head of ``num_labels``.
+3. Resume from the newest checkpoint in ``output_dir/checkpoints`` when there is one.
+4. Train: each step's logits are masked to the sample's own dataset's classes; every
+   ``log_every`` steps the per-dataset training metrics are printed and logged; a partial
+   evaluation (each dataset's ``eval_ratio`` share) runs every ``eval_every`` steps or at
+   each epoch's end, and tracks the best model; checkpoints make the run resumable.
+5. With a data release attached and the stage ``auto``, the StageController sees every
+   epoch's loss and accuracy and may switch the stage; the next epoch trains on the new
+   stage's mixture.
+6. At the end, a full evaluation of the best model (or of every saved model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stagewise.config.training import TrainConfig
+from stagewise.data.order import MixturePlan, MixtureSampler
+from stagewise.errors import ConfigError, DataError, Problem
+from stagewise.models import build_model
+from stagewise.train import checkpoint, distributed
+from stagewise.train.data import (
+    Split,
+    batches,
+    dataset_specs,
+    describe_loading,
+    eval_batches,
+    eval_subset,
+    plan_for,
+    read_jsonl,
+    read_store,
+)
+from stagewise.train.metrics import Tally, available_metrics, eval_table, train_lines
+
+FORECASTING_MODELS = ("timeseries",)
+BEST_DIR = "best_model"
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    steps: int
+    best: dict[str, Any] | None
+    final: dict[str, float] = field(default_factory=dict)
+    stages: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Data:
+    """What the loop trains and evaluates on, for the current stage."""
+
+    names: list[str]  # every dataset of the run, in a fixed order (the model's inputs)
+    train: Split
+    plan: MixturePlan
+    val: Split
+    stage: str | None = None
+
+
+def task_of(config: TrainConfig) -> str:
+    return "forecasting" if config.model.name in FORECASTING_MODELS else "classification"
+
+
+def check_config(config: TrainConfig, task: str) -> None:
+    """Config problems that need no data: reported together, before anything is read."""
+    problems = []
+    head = config.model.num_labels
+    for name, settings in config.datasets.dataset_configs.items():
+        where = f"datasets.dataset_configs.{name}.num_classes"
+        if task == "classification" and settings.num_classes is None:
+            problems.append(Problem(f"{name} has no num_classes", key=where))
+        elif task == "classification" and settings.num_classes > head:
+            problems.append(
+                Problem(
+                    f"{name} has {settings.num_classes} classes but model.num_labels is {head}",
+                    key=where,
+                    hint=f"raise model.num_labels to at least {settings.num_classes} (the "
+                    "largest num_classes of all datasets)",
+                )
+            )
+    tracking = config.training.best_model_tracking
+    known = available_metrics(list(config.datasets.dataset_configs), task)
+    if tracking.enabled and tracking.metric not in known:
+        problems.append(
+            Problem(
+                f"best_model_tracking.metric {tracking.metric!r} is not a metric of this run",
+                key="training.best_model_tracking.metric",
+                hint=f"use one of {', '.join(known)}",
+            )
+        )
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) in the training config", problems=problems)
+
+
+# ---------------------------------------------------------------------------- the data
+
+
+def load_data(config: TrainConfig, task: str, stage: str | None = None) -> Data:
+    """The run's datasets from JSONL files and stores, or from a release stage."""
+    names = list(config.datasets.dataset_configs)
+    shuffle = config.datasets.shuffle_datasets
+    if config.release is None:
+        train = read_jsonl(config.data.train_jsonl_list, config, "training")
+        val = read_jsonl(config.data.val_jsonl_list, config, "evaluation")
+        for location in config.data.train_stores:
+            train.tables.update(read_store(location, config, split="train", task=task))
+        for location in config.data.val_stores:
+            val.tables.update(read_store(location, config, split="test", task=task))
+        if not train.total:
+            raise DataError(
+                "no training records were found",
+                hint="check data.train_jsonl_list: every file was missing or empty",
+            )
+        present = [n for n in names if n in train.tables or n in val.tables]
+        return Data(present, train, plan_for(train, present, shuffle), val)
+    return _stage_data(config, task, stage, names)
+
+
+def _stage_data(config: TrainConfig, task: str, stage: str | None, names: list[str]) -> Data:
+    from stagewise.release import open_release
+    from stagewise.release.loading import load_stage_data
+
+    section = config.release
+    assert section is not None
+    release = open_release(section.path)
+    loaded = load_stage_data(release, stage, variant=section.variant, split=section.train_split)
+    train, val = Split({}), Split({})
+    for entry in loaded.resolution.config.enabled_datasets:
+        location = release.dataset_location(entry.location)
+        train.tables.update(
+            read_store(location, config, split=section.train_split, task=task, name=entry.name)
+        )
+        with contextlib.suppress(DataError):  # no eval split: trained on, not evaluated
+            val.tables.update(
+                read_store(location, config, split=section.val_split, task=task, name=entry.name)
+            )
+    return Data(names, train, loaded.plan, val, loaded.resolution.stage)
+
+
+def _all_stage_shapes(config: TrainConfig, task: str) -> list[Split]:
+    """Every stage's data, for the model's per-dataset inputs (a later stage may bring
+    datasets the first one does not have)."""
+    from stagewise.release import open_release
+
+    assert config.release is not None
+    release = open_release(config.release.path)
+    return [load_data(config, task, stage).train for stage in release.require_stage_config().stages]
+
+
+# ------------------------------------------------------------------------- the steps
+
+
+def masked_logits(
+    logits: torch.Tensor, dataset: torch.Tensor, classes: torch.Tensor
+) -> torch.Tensor:
+    """Logits beyond each sample's dataset's num_classes set to the lowest value, so they
+    take no probability and are never predicted."""
+    columns = torch.arange(logits.shape[-1], device=logits.device)
+    outside = columns[None, :] >= classes[dataset][:, None]
+    return logits.masked_fill(outside, torch.finfo(logits.dtype).min)
+
+
+def losses_of(
+    outputs: torch.Tensor, batch: Any, task: str, classes: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample losses, and what the metrics compare (predicted classes, or forecasts)."""
+    if task == "forecasting":
+        per_sample = (outputs.float() - batch.targets).abs().flatten(1).mean(1)
+        return per_sample, outputs.detach()
+    if classes is not None:
+        outputs = masked_logits(outputs, batch.dataset, classes)
+    per_sample = F.cross_entropy(outputs.float(), batch.targets, reduction="none")
+    return per_sample, outputs.argmax(-1)
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    split: Split,
+    names: list[str],
+    *,
+    task: str,
+    classes: torch.Tensor | None,
+    batch_size: int,
+    processes: distributed.Processes,
+) -> Tally:
+    """One pass over ``split``; ranks share the batches and the sums are reduced."""
+    was_training = model.training
+    model.eval()
+    tally = Tally(names, task)
+    for i, batch in enumerate(eval_batches(split, names, batch_size)):
+        if i % processes.world_size != processes.rank:
+            continue
+        batch = batch.to(processes.device)
+        per_sample, compared = losses_of(model(batch), batch, task, classes)
+        tally.add(batch.dataset, per_sample, compared, batch.targets)
+    tally.reduce()
+    model.train(was_training)
+    return tally
+
+
+def schedule(kind: str, warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if kind == "linear":
+            return max(0.0, 1.0 - progress)
+        if kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return factor
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def config_fingerprint(config: TrainConfig) -> str:
+    """What a checkpoint must agree with to be resumed: the model and the data settings."""
+    relevant = {k: v for k, v in config.to_data().items() if k in ("model", "datasets", "data")}
+    text = json.dumps(relevant, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# -------------------------------------------------------------------------- the recipe
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = True,
+    echo: Callable[[str], None] = print,
+    run_name: str | None = None,
+) -> TrainResult:
+    task = task_of(config)
+    check_config(config, task)
+    settings = config.training
+    processes = distributed.start(settings)
+    say = echo if processes.main else (lambda _text: None)
+    out = Path(settings.output_dir)
+    seed_everything(settings.seed)
+
+    # 1. Data, checked before anything trains.
+    auto = config.release is not None and _stage_setting(config) == "auto"
+    controller = None
+    first_stage = None
+    if auto:
+        from stagewise.release import StageController, open_release
+
+        controller = StageController(open_release(config.release.path))  # type: ignore[union-attr]
+        first_stage = controller.start()
+    elif config.release is not None:
+        first_stage = _stage_setting(config)
+    data = load_data(config, task, first_stage)
+    shapes_from = _all_stage_shapes(config, task) if config.release is not None else []
+    say(describe_loading(data.train, "训练模式"))
+    partial = eval_subset(data.val, config, settings.seed)
+    if settings.evaluation.partial_eval_during_training and data.val.total:
+        full_sizes = {n: len(t) for n, t in data.val.tables.items()}
+        say(describe_loading(partial, "评估模式", full_sizes))
+
+    # 2. The model, its optimizer and schedule.
+    specs = dataset_specs(data.names, [data.train, data.val, *shapes_from], config)
+    model = build_model(
+        config.model.name,
+        datasets=specs,
+        num_labels=config.model.num_labels,
+        options=config.model.options,
+        pretrained=config.model.pretrained_name,
+    )
+    _fit_scaling(model, [data.train, *shapes_from])
+    model.to(processes.device)
+    classes = None
+    if task == "classification" and config.datasets.enable_logits_masking:
+        classes = torch.tensor([s.num_classes for s in specs], device=processes.device)
+    trained = distributed.wrap(model, settings, processes)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+    )
+    drop_last = processes.distributed if settings.drop_last is None else settings.drop_last
+    if processes.distributed and not drop_last:
+        raise ConfigError(
+            "training.drop_last: false cannot run on several processes",
+            location="training.drop_last",
+            hint="every rank must take the same number of steps: leave drop_last out",
+        )
+    steps_per_epoch = _steps(data.plan, settings.batch_size, processes.world_size, drop_last)
+    total_steps = steps_per_epoch * settings.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        schedule(settings.scheduler, int(settings.warmup_ratio * total_steps), total_steps),
+    )
+    eval_size = settings.eval_batch_size or 4 * settings.batch_size
+
+    # 3. Resume.
+    step, epoch, best = 0, 0, None
+    sampler_state = None
+    train_tally, epoch_tally = Tally(data.names, task), Tally(data.names, task)
+    stages = [data.stage] if data.stage else []
+    fingerprint = config_fingerprint(config)
+    found = checkpoint.checkpoints(out / "checkpoints") if resume else []
+    if found:
+        state = checkpoint.load(found[-1], model=model, optimizer=optimizer, scheduler=scheduler)
+        if state.get("config_fingerprint") != fingerprint:
+            raise ConfigError(
+                "the checkpoint in output_dir was trained with a different model or data",
+                location=str(found[-1]),
+                hint="pass --no-resume to start over, or use a new training.output_dir",
+            )
+        step, epoch, best = state["step"], state["epoch"], state.get("best")
+        sampler_state = state["sampler"]
+        train_tally.sums = torch.tensor(state["train_tally"], dtype=torch.float64)
+        epoch_tally.sums = torch.tensor(state["epoch_tally"], dtype=torch.float64)
+        stages = state.get("stages", stages)
+        if state.get("stage") and state["stage"] != data.stage:
+            data = load_data(config, task, state["stage"])
+        say(f"↩️  resumed from {found[-1]} (step {step}, epoch {epoch})")
+
+    from stagewise.train.trackers import open_trackers  # the trackers' libraries load here
+
+    trackers = open_trackers(
+        config,
+        out,
+        run_name=run_name or out.name,
+        rank=processes.rank,
+        resume_step=step if found else None,
+    )
+    with trackers:  # a run that fails closes its trackers as failed
+
+        def save_checkpoint() -> None:
+            if not processes.main:
+                return
+            checkpoint.save(
+                out / "checkpoints" / f"step-{step:08d}",
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                state={
+                    "step": step,
+                    "epoch": epoch,
+                    "stage": data.stage,
+                    "stages": stages,
+                    "sampler": sampler.state_dict(),
+                    "train_tally": train_tally.sums.tolist(),
+                    "epoch_tally": epoch_tally.sums.tolist(),
+                    "best": best,
+                    "config_fingerprint": fingerprint,
+                },
+            )
+            checkpoint.prune(out / "checkpoints", settings.keep_checkpoints)
+
+        def partial_evaluation() -> Tally | None:
+            nonlocal best
+            if not (settings.evaluation.partial_eval_during_training and partial.total):
+                return None
+            tally = evaluate(
+                trained, partial, data.names, task=task, classes=classes,
+                batch_size=eval_size, processes=processes,
+            )  # fmt: skip
+            say(eval_table(tally))
+            trackers.log(tally.values("eval"), step)
+            tracking = settings.best_model_tracking
+            value = tally.tracked(tracking.metric) if tracking.enabled else None
+            if value is not None and _better(value, best, tracking.mode):
+                best = {"metric": tracking.metric, "value": value, "step": step, "epoch": epoch}
+                if processes.main:
+                    checkpoint.save_weights(model, out / BEST_DIR)
+                    (out / BEST_DIR / "best.json").write_text(json.dumps(best, indent=1))
+                say(f"🏆 发现更好模型! {tracking.metric}: {value:.4f} (步骤 {step})")
+                trackers.log({"best_model_step": step, f"best_{tracking.metric}": value}, step)
+            if processes.main and not tracking.save_best_only:
+                checkpoint.save_weights(model, out / "models" / f"step-{step:08d}")
+            return tally
+
+        # 4. Train.
+        model.train()
+        last_eval: Tally | None = None
+        sampler = MixtureSampler(
+            data.plan, settings.seed, epoch, rank=processes.rank, world_size=processes.world_size
+        )
+        if sampler_state is not None:
+            sampler.load_state_dict(sampler_state)
+        while epoch < settings.epochs:
+            sampler.set_epoch(epoch)
+            for batch in batches(
+                sampler, data.train, data.names, settings.batch_size, drop_last=drop_last
+            ):
+                batch = batch.to(processes.device)
+                per_sample, compared = losses_of(trained(batch), batch, task, classes)
+                loss = per_sample.mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if settings.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                train_tally.add(batch.dataset, per_sample, compared, batch.targets)
+                epoch_tally.add(batch.dataset, per_sample, compared, batch.targets)
+                if step % settings.log_every == 0:
+                    _log_training(train_tally, trackers, step, epoch, scheduler, say)
+                if settings.eval_every and step % settings.eval_every == 0:
+                    last_eval = partial_evaluation()
+                    save_checkpoint()
+                elif settings.checkpoint_every and step % settings.checkpoint_every == 0:
+                    save_checkpoint()
+            if step % settings.log_every:  # the epoch's last steps since the last log
+                _log_training(train_tally, trackers, step, epoch, scheduler, say)
+            if not settings.eval_every:
+                last_eval = partial_evaluation()
+            epoch_tally.reduce()
+            epoch_metrics = _epoch_metrics(epoch_tally, last_eval, task)
+            epoch_tally.reset()
+            epoch += 1
+            if controller is not None:
+                decision = controller.observe(epoch=epoch, metrics=epoch_metrics)
+                if decision.switched:
+                    _announce_switch(decision, epoch_metrics, trackers, say, step)
+                    data = load_data(config, task, decision.to_stage)
+                    stages.append(decision.to_stage)
+                    sampler = MixtureSampler(
+                        data.plan, settings.seed, epoch,
+                        rank=processes.rank, world_size=processes.world_size,
+                    )  # fmt: skip
+                    train_tally = Tally(data.names, task)
+                    epoch_tally = Tally(data.names, task)
+            if data.stage is not None:
+                trackers.log({"stage_index": float(_stage_index(config, data.stage))}, step)
+            save_checkpoint()
+
+        # 5. Full evaluation at the end.
+        final: dict[str, float] = {}
+        if settings.evaluation.full_eval_at_end and data.val.total:
+            final = _final_evaluation(
+                config, model, trained, data, out, best, task, classes, eval_size, processes, say
+            )
+            trackers.log(final, step)
+        summary = {"steps": step, **final}
+        if best is not None:
+            summary |= {"best_model_step": best["step"], f"best_{best['metric']}": best["value"]}
+        trackers.summary(summary)
+    if processes.main:
+        (out / "result.json").write_text(
+            json.dumps({"steps": step, "best": best, "final": final, "stages": stages}, indent=1)
+        )
+    distributed.stop()
+    return TrainResult(out, step, best, final, stages)
+
+
+def _stage_setting(config: TrainConfig) -> str | None:
+    assert config.release is not None
+    return config.release.stage or os.environ.get("TRAINING_STAGE") or None
+
+
+def _stage_index(config: TrainConfig, stage: str) -> int:
+    from stagewise.release import open_release
+
+    assert config.release is not None
+    return list(open_release(config.release.path).require_stage_config().stages).index(stage)
+
+
+def _steps(plan: MixturePlan, batch_size: int, world_size: int, drop_last: bool) -> int:
+    per_rank = plan.total // world_size if drop_last else -(-plan.total // world_size)
+    return max(1, per_rank // batch_size if drop_last else -(-per_rank // batch_size))
+
+
+def _fit_scaling(model: torch.nn.Module, splits: list[Split]) -> None:
+    fit = getattr(model, "fit_input_scaling", None)
+    if fit is None:
+        return
+    for split in splits:
+        for name, table in split.tables.items():
+            for column, values in table.inputs.items():
+                if len(values):
+                    fit(name, column, values)
+
+
+def _better(value: float, best: Mapping[str, Any] | None, mode: str) -> bool:
+    if best is None:
+        return True
+    return value > best["value"] if mode == "max" else value < best["value"]
+
+
+def _log_training(
+    tally: Tally, trackers: Any, step: int, epoch: int, scheduler: Any, say: Callable
+) -> None:
+    tally.reduce()
+    for line in train_lines(tally):
+        say(line)
+    values = tally.values("train")
+    values |= {"epoch": float(epoch), "lr": float(scheduler.get_last_lr()[0])}
+    trackers.log(values, step)
+    tally.reset()
+
+
+def _epoch_metrics(epoch_tally: Tally, last_eval: Tally | None, task: str) -> dict[str, float]:
+    """What the stage controller's conditions see: the epoch's training loss, and the
+    accuracy of the latest evaluation (else of training)."""
+    overall = epoch_tally.overall()
+    metrics = {"loss": overall.get("loss", math.nan)}
+    source = last_eval.overall() if last_eval is not None else overall
+    key = "accuracy" if task == "classification" else "mae"
+    if key in source:
+        metrics[key] = source[key]
+    return metrics
+
+
+def _announce_switch(
+    decision: Any, metrics: Mapping[str, float], trackers: Any, say: Callable, step: int
+) -> None:
+    event = {
+        "timestamp": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "event": "stage_switch",
+        "from_stage": decision.from_stage,
+        "to_stage": decision.to_stage,
+        "trigger": "auto",
+        "condition": decision.condition,
+        "metadata": {"epoch": decision.epoch, **metrics},
+    }
+    trackers.event("stage_switch", event)
+    say(
+        f"🔄 阶段切换: {decision.from_stage} → {decision.to_stage} "
+        f"(epoch {decision.epoch}, {decision.condition}; step {step})"
+    )
+
+
+def _final_evaluation(
+    config: TrainConfig,
+    model: torch.nn.Module,
+    trained: torch.nn.Module,
+    data: Data,
+    out: Path,
+    best: Mapping[str, Any] | None,
+    task: str,
+    classes: torch.Tensor | None,
+    eval_size: int,
+    processes: distributed.Processes,
+    say: Callable,
+) -> dict[str, float]:
+    """The full eval split, on the best model (and every saved model when asked)."""
+    settings = config.training
+    targets: list[tuple[str, Path | None]] = []
+    if best is not None and (out / BEST_DIR / checkpoint.MODEL_FILE).exists():
+        targets.append(("best", out / BEST_DIR))
+    else:
+        targets.append(("final", None))
+    if not settings.evaluation.eval_best_model_only:
+        models = sorted((out / "models").glob("step-*")) if (out / "models").exists() else []
+        targets += [(p.name, p) for p in models]
+        if targets[0][1] is not None:
+            targets.append(("final", None))
+    results: dict[str, float] = {}
+    final_state = {k: v.clone() for k, v in model.state_dict().items()}
+    for label, folder in targets:
+        if folder is not None:
+            checkpoint.load_weights(model, folder)
+        else:
+            model.load_state_dict(final_state)
+        title = "最佳模型" if label == "best" else f"模型 {label}"
+        say(f"🔍 开始对{title}进行完整评估\n{'=' * 80}")
+        say(describe_loading(data.val, "评估模式"))
+        tally = evaluate(
+            trained, data.val, data.names, task=task, classes=classes,
+            batch_size=eval_size, processes=processes,
+        )  # fmt: skip
+        say(eval_table(tally, f"{title}完整评估结果"))
+        overall = tally.overall()
+        if task == "classification" and overall:
+            say(
+                f"🎯 {title}完整评估结果:\n"
+                f"   • 整体准确率: {overall['accuracy']:.4f} ({overall['accuracy']:.2%})\n"
+                f"   • 总样本数: {overall['samples']:,}\n"
+                f"   • 正确样本数: {overall['correct']:,}"
+            )
+        prefix = "final_eval" if label in ("best", "final") and not results else f"eval_{label}"
+        results |= tally.values(prefix)
+    model.load_state_dict(final_state)
+    return results
+
+
+def evaluate_checkpoint(
+    config: TrainConfig, folder: Path, *, echo: Callable[[str], None] = print
+) -> dict[str, float]:
+    """``stagewise eval``: the full evaluation of a saved model, on its own."""
+    task = task_of(config)
+    check_config(config, task)
+    processes = distributed.start(config.training)
+    stage = _stage_setting(config) if config.release is not None else None
+    data = load_data(config, task, None if stage == "auto" else stage)
+    if not data.val.total:
+        raise DataError(
+            "there is no evaluation data",
+            hint="list data.val_jsonl_list (or data.val_stores, or release.val_split)",
+        )
+    shapes_from = _all_stage_shapes(config, task) if config.release is not None else []
+    specs = dataset_specs(data.names, [data.train, data.val, *shapes_from], config)
+    model = build_model(
+        config.model.name,
+        datasets=specs,
+        num_labels=config.model.num_labels,
+        options=config.model.options,
+        pretrained=config.model.pretrained_name,
+    )
+    checkpoint.load_weights(model, Path(folder))
+    model.to(processes.device)
+    classes = None
+    if task == "classification" and config.datasets.enable_logits_masking:
+        classes = torch.tensor([s.num_classes for s in specs], device=processes.device)
+    say = echo if processes.main else (lambda _text: None)
+    say(describe_loading(data.val, "评估模式"))
+    tally = evaluate(
+        model, data.val, data.names, task=task, classes=classes,
+        batch_size=config.training.eval_batch_size or 4 * config.training.batch_size,
+        processes=processes,
+    )  # fmt: skip
+    say(eval_table(tally, "完整评估结果"))
+    distributed.stop()
+    return tally.values("final_eval")
