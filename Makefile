@@ -28,6 +28,7 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/data/run.sh
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/three-stage/run.sh
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/quickstart/training/run.sh
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/traffic/run.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples docs

@@ -11,7 +11,8 @@ import torch
 from stagewise.config.training import load_training_config
 from stagewise.errors import ConfigError, DataError
 from stagewise.train.data import read_jsonl
-from stagewise.train.recipe import check_config, masked_logits
+from stagewise.train.evaluation import masked_logits
+from stagewise.train.recipe import check_config
 from tests.train.conftest import config_data, write_config, write_jsonl
 
 SEED_CONFIG = """\
@@ -174,3 +175,21 @@ def test_masked_logits_never_predict_outside_a_datasets_classes() -> None:
 def write_text(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_a_key_with_a_default_is_set_without_a_plus(tmp_path: Path) -> None:
+    """As Hydra over a structured config: training.batch_size is declared, so it can be
+    set though the file does not write it; a key no schema declares still needs '+'."""
+    path = write_text(tmp_path / "c.yaml", SEED_CONFIG)
+    config, _ = load_training_config(
+        path,
+        [
+            "training.batch_size=64",
+            "tracking.tensorboard=true",
+            "datasets.dataset_configs.food101.eval_ratio=0.5",
+        ],
+    )
+    assert config.training.batch_size == 64 and config.tracking.tensorboard is True
+    assert config.datasets.dataset_configs["food101"].eval_ratio == 0.5
+    with pytest.raises(ConfigError, match=r"\+training.nope"):
+        load_training_config(path, ["training.nope=1"])

@@ -102,3 +102,40 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(
     assert result["steps"] == whole.steps
     assert result["best"] == whole.best
     assert result["final"] == whole.final  # exactly: same order, same RNG, same sums
+
+
+def test_every_kept_model_is_fully_evaluated_when_asked(
+    tmp_path: Path, data_files: dict[str, list[str]]
+) -> None:
+    """Tracking a dataset's loss (mode min), keeping every evaluated model, and a full
+    evaluation of each of them and of the final model."""
+    result, _, printed = _run(
+        tmp_path,
+        data_files,
+        "all",
+        epochs=2,
+        best_model_tracking={
+            "enabled": True,
+            "metric": "wine_loss",
+            "mode": "min",
+            "save_best_only": False,
+        },
+        evaluation={
+            "partial_eval_during_training": True,
+            "full_eval_at_end": True,
+            "eval_best_model_only": False,
+        },
+    )
+    kept = sorted(p.name for p in (result.output_dir / "models").iterdir())
+    assert len(kept) == 2  # one per epoch's evaluation
+    assert result.best is not None and result.best["metric"] == "wine_loss"
+    assert "🏆 发现更好模型! wine_loss:" in printed
+    for name in kept:
+        assert f"eval_{name}_overall_accuracy" in result.final
+    assert "eval_final_overall_accuracy" in result.final
+    assert "final_eval_overall_accuracy" in result.final  # the best model's
+
+
+def test_bf16_autocast_trains_on_the_cpu(tmp_path: Path, data_files: dict[str, list[str]]) -> None:
+    result, _, _ = _run(tmp_path, data_files, "bf16", epochs=2, precision="bf16")
+    assert result.final["final_eval_overall_accuracy"] > 0.6

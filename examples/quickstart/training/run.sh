@@ -22,7 +22,9 @@ stagewise run "$here/pipeline.yaml" "here=$here" "work=$work" --outputs "$work/o
 
 step "4. What the trainer printed (per-dataset tables, the stage switch, the best model)"
 run_id="$(stagewise runs list --json | python -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')"
-stagewise runs logs "$run_id" train | grep -E "TRAIN - OVERALL|阶段切换|发现更好模型|整体准确率" | tail -12
+stagewise runs logs "$run_id" train > "$work/train.log"
+grep -E "TRAIN - OVERALL|发现更好模型" "$work/train.log" | tail -6
+grep -E "阶段切换|整体准确率" "$work/train.log"
 
 step "5. The stage switch, as seed 000's event log has it"
 grep stage_switch "$work/data_release_repo/stage_events.jsonl" | tail -2

@@ -31,11 +31,12 @@ one value per key, so that is an error: quote the value or write a list.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -212,12 +213,22 @@ def _yaml_text(value: Any) -> str:
 
 
 def apply_overrides(
-    data: dict[str, Any], overrides: Sequence[Override], *, what: str = "config"
+    data: dict[str, Any],
+    overrides: Sequence[Override],
+    *,
+    what: str = "config",
+    declared: Callable[[KeyPath], bool] | None = None,
 ) -> dict[str, Any]:
-    """A copy of ``data`` with ``overrides`` applied in order; ``data`` is left as it was."""
+    """A copy of ``data`` with ``overrides`` applied in order; ``data`` is left as it was.
+
+    ``declared(path)`` says whether the schema has a key there: like Hydra over a
+    structured config, ``KEY=VALUE`` then sets a key that has a default but is not written
+    in the file (without ``declared``, only keys in the file can be set without ``+``)."""
     result = copy.deepcopy(data)
     problems: list[Problem] = []
     for override in overrides:
+        if declared is not None and override.kind == "set" and declared(override.path):
+            override = dataclasses.replace(override, kind="force")
         try:
             _apply(result, override, what)
         except _Failed as failed:

@@ -212,7 +212,9 @@ class TrainingSection(FormatModel):
     )
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda or cuda:N")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="autocast precision on GPU (bf16/fp16 untested here: no GPU)"
+        "fp32",
+        description="autocast precision of the forward pass: fp32, bf16 (CPUs and GPUs) or "
+        "fp16 (GPUs, with loss scaling); tested on CPU in bf16, untested on GPU here",
     )
     strategy: Literal["auto", "ddp", "fsdp", "deepspeed"] = Field(
         "auto",
@@ -284,7 +286,7 @@ def load_training_config(
 ) -> tuple[TrainConfig, list[Problem]]:
     """Read a training config, apply Hydra-style overrides (``training.lr=3e-4``), check
     it; returns the config and warnings (unknown keys, kept but unused)."""
-    from stagewise.config.base import load_model, suggest
+    from stagewise.config.base import field_at, load_model, suggest
     from stagewise.config.loading import Document, parse_document
     from stagewise.config.overrides import apply_overrides, parse_overrides
 
@@ -301,7 +303,12 @@ def load_training_config(
     if overrides:
         if not isinstance(doc.data, dict):
             raise ConfigError("the training config is not a mapping", location=source)
-        data = apply_overrides(doc.data, parse_overrides(overrides), what="the training config")
+        data = apply_overrides(
+            doc.data,
+            parse_overrides(overrides),
+            what="the training config",
+            declared=lambda key: field_at(TrainConfig, key) is not None,
+        )
         doc = Document(data, source, doc.lines)
     config = load_model(TrainConfig, doc, what="training config")
     warnings = [

@@ -239,6 +239,8 @@ def read_store(
     data = config.data
     if task == "forecasting":
         targets = np.asarray(columns["y"], np.float32)
+        if _missing_policy(store) == "zero":  # the seed's null value: a missing target
+            targets = np.where(targets == 0, np.nan, targets).astype(np.float32)
         # te_y (the target window's time features) is known ahead and tells the model Q.
         inputs = {
             k: np.asarray(columns[k], np.float32) for k in ("x", "te_x", "te_y") if k in columns
@@ -273,6 +275,13 @@ def read_store(
     if task == "classification":
         check_labels(tables, config)
     return tables
+
+
+def _missing_policy(store: Any) -> str | None:
+    """How the store's time-series preprocess filled missing readings (zero, nan, ffill)."""
+    transform = getattr(store.metadata, "transform", None) or {}  # the preprocess settings
+    settings = transform.get("timeseries") if isinstance(transform, dict) else None
+    return settings.get("missing") if isinstance(settings, dict) else None
 
 
 def _numeric(values: Any) -> np.ndarray | None:

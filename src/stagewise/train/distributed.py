@@ -10,6 +10,7 @@ are written to those libraries' documented APIs and are untested here (no GPU).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +62,15 @@ def start(settings: TrainingSection) -> Processes:
             torch.cuda.set_device(device)
         torch.distributed.init_process_group(backend=backend)
     return Processes(rank, world_size, local_rank, device)
+
+
+def autocast(precision: str, device: torch.device) -> Any:
+    """Mixed precision for the forward pass: bf16 or fp16 autocast, or nothing for fp32.
+    (bf16 runs on CPUs too; fp16 is meant for GPUs, where the loss is scaled.)"""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def stop() -> None:

@@ -19,6 +19,8 @@ import torch
 CLASSIFICATION = ("loss", "samples", "correct")
 FORECASTING = ("loss", "samples", "abs_error", "sq_error", "rel_error", "points", "rel_points")
 MAPE_FLOOR = 1e-3  # targets closer to zero than this are left out of MAPE
+# Missing forecasting targets are NaN (a store preprocessed with ``missing: zero`` has its
+# zeros read as NaN targets): they count in no loss and no metric.
 
 
 class Tally:
@@ -40,15 +42,15 @@ class Tally:
         if self.task == "classification":
             rows[:, 2] = (outputs.detach().cpu() == targets.detach().cpu()).double()
         else:
-            error = (outputs.detach() - targets.detach()).double().cpu().flatten(1)
             truth = targets.detach().double().cpu().flatten(1)
-            usable = truth.abs() > MAPE_FLOOR
+            valid = ~torch.isnan(truth)  # a missing target is left out
+            error = torch.where(valid, outputs.detach().double().cpu().flatten(1) - truth, 0.0)
+            usable = valid & (truth.abs() > MAPE_FLOOR)
+            relative = error.abs() / torch.where(usable, truth.abs(), 1.0)
             rows[:, 2] = error.abs().sum(1)
             rows[:, 3] = (error**2).sum(1)
-            rows[:, 4] = torch.where(
-                usable, error.abs() / truth.abs().clamp_min(MAPE_FLOOR), 0
-            ).sum(1)
-            rows[:, 5] = error.shape[1]
+            rows[:, 4] = torch.where(usable, relative, 0.0).sum(1)
+            rows[:, 5] = valid.double().sum(1)
             rows[:, 6] = usable.double().sum(1)
         self.sums.index_add_(0, dataset.long(), rows)
 
@@ -83,9 +85,11 @@ class Tally:
             out["accuracy"] = row["correct"] / n
             out["correct"] = int(row["correct"])
         else:
-            out["mae"] = row["abs_error"] / row["points"]
-            out["rmse"] = math.sqrt(row["sq_error"] / row["points"])
-            out["mape"] = row["rel_error"] / row["rel_points"] if row["rel_points"] else math.nan
+            if row["points"]:
+                out["mae"] = row["abs_error"] / row["points"]
+                out["rmse"] = math.sqrt(row["sq_error"] / row["points"])
+            if row["rel_points"]:
+                out["mape"] = row["rel_error"] / row["rel_points"]
         return out
 
     def values(
@@ -122,6 +126,11 @@ def available_metrics(names: Sequence[str], task: str) -> list[str]:
 # ----------------------------------------------------------------------------- tables
 
 
+def _num(metrics: Mapping[str, float], key: str, spec: str = ".4f") -> str:
+    """A metric for a table; n/a when nothing could be measured (every target missing)."""
+    return format(metrics[key], spec) if key in metrics else "n/a"
+
+
 def _pct(value: float) -> str:
     return f"{value:.4f} ({value:.2%})"
 
@@ -137,7 +146,7 @@ def train_lines(tally: Tally) -> list[str]:
             )
         else:
             lines.append(
-                f"📊 TRAIN - {name}: Loss={m['loss']:.4f}, MAE={m['mae']:.4f}, "
+                f"📊 TRAIN - {name}: Loss={m['loss']:.4f}, MAE={_num(m, 'mae')}, "
                 f"Samples={m['samples']}"
             )
     overall = tally.overall()
@@ -147,7 +156,7 @@ def train_lines(tally: Tally) -> list[str]:
         )
     elif overall:
         lines.append(
-            f"📊 TRAIN - OVERALL: Loss={overall['loss']:.4f}, MAE={overall['mae']:.4f}, "
+            f"📊 TRAIN - OVERALL: Loss={overall['loss']:.4f}, MAE={_num(overall, 'mae')}, "
             f"Samples={overall['samples']}"
         )
     return lines
@@ -165,9 +174,9 @@ def eval_table(tally: Tally, title: str = "多数据集评估结果") -> str:
     if tally.task == "classification":
         lines.append(f"🎯 Overall Accuracy: {_pct(overall['accuracy'])}")
     else:
-        lines.append(f"🎯 Overall MAE:      {overall['mae']:.4f}")
-        lines.append(f"🎯 Overall RMSE:     {overall['rmse']:.4f}")
-        lines.append(f"🎯 Overall MAPE:     {overall['mape']:.2%}")
+        lines.append(f"🎯 Overall MAE:      {_num(overall, 'mae')}")
+        lines.append(f"🎯 Overall RMSE:     {_num(overall, 'rmse')}")
+        lines.append(f"🎯 Overall MAPE:     {_num(overall, 'mape', '.2%')}")
     lines.append(f"📊 Total Samples:    {overall['samples']:,}")
     if tally.task == "classification":
         lines.append(f"✅ Total Correct:    {overall['correct']:,}")
@@ -179,9 +188,9 @@ def eval_table(tally: Tally, title: str = "多数据集评估结果") -> str:
             lines.append(f"  • Accuracy: {_pct(m['accuracy'])}")
             lines.append(f"  • Samples:  {m['samples']:,} (Correct: {m['correct']:,})")
         else:
-            lines.append(f"  • MAE:      {m['mae']:.4f}")
-            lines.append(f"  • RMSE:     {m['rmse']:.4f}")
-            lines.append(f"  • MAPE:     {m['mape']:.2%}")
+            lines.append(f"  • MAE:      {_num(m, 'mae')}")
+            lines.append(f"  • RMSE:     {_num(m, 'rmse')}")
+            lines.append(f"  • MAPE:     {_num(m, 'mape', '.2%')}")
             lines.append(f"  • Samples:  {m['samples']:,}")
     lines.append("=" * 80)
     return "\n".join(lines)

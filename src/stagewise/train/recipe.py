@@ -16,11 +16,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -30,28 +28,23 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from stagewise.config.training import TrainConfig
 from stagewise.data.order import MixturePlan, MixtureSampler
 from stagewise.errors import ConfigError, DataError, Problem
 from stagewise.models import build_model
 from stagewise.train import checkpoint, distributed
-from stagewise.train.data import (
-    Split,
-    batches,
-    dataset_specs,
-    describe_loading,
-    eval_batches,
-    eval_subset,
-    plan_for,
-    read_jsonl,
-    read_store,
-)
+from stagewise.train.data import Split, batches, dataset_specs, describe_loading, eval_subset
+from stagewise.train.evaluation import BEST_DIR, evaluate, final_evaluation, losses_of
 from stagewise.train.metrics import Tally, available_metrics, eval_table, train_lines
+from stagewise.train.sources import (
+    all_stage_shapes,
+    load_data,
+    stage_index,
+    stage_setting,
+)
 
 FORECASTING_MODELS = ("timeseries",)
-BEST_DIR = "best_model"
 
 
 @dataclass
@@ -61,17 +54,6 @@ class TrainResult:
     best: dict[str, Any] | None
     final: dict[str, float] = field(default_factory=dict)
     stages: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Data:
-    """What the loop trains and evaluates on, for the current stage."""
-
-    names: list[str]  # every dataset of the run, in a fixed order (the model's inputs)
-    train: Split
-    plan: MixturePlan
-    val: Split
-    stage: str | None = None
 
 
 def task_of(config: TrainConfig) -> str:
@@ -107,113 +89,6 @@ def check_config(config: TrainConfig, task: str) -> None:
         )
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) in the training config", problems=problems)
-
-
-# ---------------------------------------------------------------------------- the data
-
-
-def load_data(config: TrainConfig, task: str, stage: str | None = None) -> Data:
-    """The run's datasets from JSONL files and stores, or from a release stage."""
-    names = list(config.datasets.dataset_configs)
-    shuffle = config.datasets.shuffle_datasets
-    if config.release is None:
-        train = read_jsonl(config.data.train_jsonl_list, config, "training")
-        val = read_jsonl(config.data.val_jsonl_list, config, "evaluation")
-        for location in config.data.train_stores:
-            train.tables.update(read_store(location, config, split="train", task=task))
-        for location in config.data.val_stores:
-            val.tables.update(read_store(location, config, split="test", task=task))
-        if not train.total:
-            raise DataError(
-                "no training records were found",
-                hint="check data.train_jsonl_list: every file was missing or empty",
-            )
-        present = [n for n in names if n in train.tables or n in val.tables]
-        return Data(present, train, plan_for(train, present, shuffle), val)
-    return _stage_data(config, task, stage, names)
-
-
-def _stage_data(config: TrainConfig, task: str, stage: str | None, names: list[str]) -> Data:
-    from stagewise.release import open_release
-    from stagewise.release.loading import load_stage_data
-
-    section = config.release
-    assert section is not None
-    release = open_release(section.path)
-    loaded = load_stage_data(release, stage, variant=section.variant, split=section.train_split)
-    train, val = Split({}), Split({})
-    for entry in loaded.resolution.config.enabled_datasets:
-        location = release.dataset_location(entry.location)
-        train.tables.update(
-            read_store(location, config, split=section.train_split, task=task, name=entry.name)
-        )
-        with contextlib.suppress(DataError):  # no eval split: trained on, not evaluated
-            val.tables.update(
-                read_store(location, config, split=section.val_split, task=task, name=entry.name)
-            )
-    return Data(names, train, loaded.plan, val, loaded.resolution.stage)
-
-
-def _all_stage_shapes(config: TrainConfig, task: str) -> list[Split]:
-    """Every stage's data, for the model's per-dataset inputs (a later stage may bring
-    datasets the first one does not have)."""
-    from stagewise.release import open_release
-
-    assert config.release is not None
-    release = open_release(config.release.path)
-    return [load_data(config, task, stage).train for stage in release.require_stage_config().stages]
-
-
-# ------------------------------------------------------------------------- the steps
-
-
-def masked_logits(
-    logits: torch.Tensor, dataset: torch.Tensor, classes: torch.Tensor
-) -> torch.Tensor:
-    """Logits beyond each sample's dataset's num_classes set to the lowest value, so they
-    take no probability and are never predicted."""
-    columns = torch.arange(logits.shape[-1], device=logits.device)
-    outside = columns[None, :] >= classes[dataset][:, None]
-    return logits.masked_fill(outside, torch.finfo(logits.dtype).min)
-
-
-def losses_of(
-    outputs: torch.Tensor, batch: Any, task: str, classes: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample losses, and what the metrics compare (predicted classes, or forecasts)."""
-    if task == "forecasting":
-        per_sample = (outputs.float() - batch.targets).abs().flatten(1).mean(1)
-        return per_sample, outputs.detach()
-    if classes is not None:
-        outputs = masked_logits(outputs, batch.dataset, classes)
-    per_sample = F.cross_entropy(outputs.float(), batch.targets, reduction="none")
-    return per_sample, outputs.argmax(-1)
-
-
-@torch.no_grad()
-def evaluate(
-    model: torch.nn.Module,
-    split: Split,
-    names: list[str],
-    *,
-    task: str,
-    classes: torch.Tensor | None,
-    batch_size: int,
-    processes: distributed.Processes,
-) -> Tally:
-    """One pass over ``split``; ranks share the batches and the sums are reduced."""
-    was_training = model.training
-    model.eval()
-    tally = Tally(names, task)
-    for i, batch in enumerate(eval_batches(split, names, batch_size)):
-        if i % processes.world_size != processes.rank:
-            continue
-        batch = batch.to(processes.device)
-        per_sample, compared = losses_of(model(batch), batch, task, classes)
-        tally.add(batch.dataset, per_sample, compared, batch.targets)
-    tally.reduce()
-    model.train(was_training)
-    return tally
 
 
 def schedule(kind: str, warmup: int, total: int) -> Callable[[int], float]:
@@ -262,7 +137,7 @@ def train(
     seed_everything(settings.seed)
 
     # 1. Data, checked before anything trains.
-    auto = config.release is not None and _stage_setting(config) == "auto"
+    auto = config.release is not None and stage_setting(config) == "auto"
     controller = None
     first_stage = None
     if auto:
@@ -271,9 +146,9 @@ def train(
         controller = StageController(open_release(config.release.path))  # type: ignore[union-attr]
         first_stage = controller.start()
     elif config.release is not None:
-        first_stage = _stage_setting(config)
+        first_stage = stage_setting(config)
     data = load_data(config, task, first_stage)
-    shapes_from = _all_stage_shapes(config, task) if config.release is not None else []
+    shapes_from = all_stage_shapes(config, task) if config.release is not None else []
     say(describe_loading(data.train, "训练模式"))
     partial = eval_subset(data.val, config, settings.seed)
     if settings.evaluation.partial_eval_during_training and data.val.total:
@@ -314,6 +189,11 @@ def train(
         schedule(settings.scheduler, int(settings.warmup_ratio * total_steps), total_steps),
     )
     eval_size = settings.eval_batch_size or 4 * settings.batch_size
+    # fp16 needs its gradients scaled; the scaler is a pass-through otherwise.
+    scaler = torch.amp.GradScaler(
+        processes.device.type,
+        enabled=settings.precision == "fp16" and processes.device.type == "cuda",
+    )
 
     # 3. Resume.
     step, epoch, best = 0, 0, None
@@ -378,7 +258,7 @@ def train(
                 return None
             tally = evaluate(
                 trained, partial, data.names, task=task, classes=classes,
-                batch_size=eval_size, processes=processes,
+                batch_size=eval_size, processes=processes, precision=settings.precision,
             )  # fmt: skip
             say(eval_table(tally))
             trackers.log(tally.values("eval"), step)
@@ -409,13 +289,17 @@ def train(
                 sampler, data.train, data.names, settings.batch_size, drop_last=drop_last
             ):
                 batch = batch.to(processes.device)
-                per_sample, compared = losses_of(trained(batch), batch, task, classes)
+                with distributed.autocast(settings.precision, processes.device):
+                    outputs = trained(batch)
+                per_sample, compared = losses_of(outputs, batch, task, classes)
                 loss = per_sample.mean()
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
                 if settings.max_grad_norm:
+                    scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
                 step += 1
                 train_tally.add(batch.dataset, per_sample, compared, batch.targets)
@@ -431,6 +315,8 @@ def train(
                 _log_training(train_tally, trackers, step, epoch, scheduler, say)
             if not settings.eval_every:
                 last_eval = partial_evaluation()
+            if data.stage is not None:  # the stage this epoch trained on, by priority
+                trackers.log({"stage_index": float(stage_index(config, data.stage))}, step)
             epoch_tally.reduce()
             epoch_metrics = _epoch_metrics(epoch_tally, last_eval, task)
             epoch_tally.reset()
@@ -447,14 +333,12 @@ def train(
                     )  # fmt: skip
                     train_tally = Tally(data.names, task)
                     epoch_tally = Tally(data.names, task)
-            if data.stage is not None:
-                trackers.log({"stage_index": float(_stage_index(config, data.stage))}, step)
             save_checkpoint()
 
         # 5. Full evaluation at the end.
         final: dict[str, float] = {}
         if settings.evaluation.full_eval_at_end and data.val.total:
-            final = _final_evaluation(
+            final = final_evaluation(
                 config, model, trained, data, out, best, task, classes, eval_size, processes, say
             )
             trackers.log(final, step)
@@ -468,18 +352,6 @@ def train(
         )
     distributed.stop()
     return TrainResult(out, step, best, final, stages)
-
-
-def _stage_setting(config: TrainConfig) -> str | None:
-    assert config.release is not None
-    return config.release.stage or os.environ.get("TRAINING_STAGE") or None
-
-
-def _stage_index(config: TrainConfig, stage: str) -> int:
-    from stagewise.release import open_release
-
-    assert config.release is not None
-    return list(open_release(config.release.path).require_stage_config().stages).index(stage)
 
 
 def _steps(plan: MixturePlan, batch_size: int, world_size: int, drop_last: bool) -> int:
@@ -547,60 +419,6 @@ def _announce_switch(
     )
 
 
-def _final_evaluation(
-    config: TrainConfig,
-    model: torch.nn.Module,
-    trained: torch.nn.Module,
-    data: Data,
-    out: Path,
-    best: Mapping[str, Any] | None,
-    task: str,
-    classes: torch.Tensor | None,
-    eval_size: int,
-    processes: distributed.Processes,
-    say: Callable,
-) -> dict[str, float]:
-    """The full eval split, on the best model (and every saved model when asked)."""
-    settings = config.training
-    targets: list[tuple[str, Path | None]] = []
-    if best is not None and (out / BEST_DIR / checkpoint.MODEL_FILE).exists():
-        targets.append(("best", out / BEST_DIR))
-    else:
-        targets.append(("final", None))
-    if not settings.evaluation.eval_best_model_only:
-        models = sorted((out / "models").glob("step-*")) if (out / "models").exists() else []
-        targets += [(p.name, p) for p in models]
-        if targets[0][1] is not None:
-            targets.append(("final", None))
-    results: dict[str, float] = {}
-    final_state = {k: v.clone() for k, v in model.state_dict().items()}
-    for label, folder in targets:
-        if folder is not None:
-            checkpoint.load_weights(model, folder)
-        else:
-            model.load_state_dict(final_state)
-        title = "最佳模型" if label == "best" else f"模型 {label}"
-        say(f"🔍 开始对{title}进行完整评估\n{'=' * 80}")
-        say(describe_loading(data.val, "评估模式"))
-        tally = evaluate(
-            trained, data.val, data.names, task=task, classes=classes,
-            batch_size=eval_size, processes=processes,
-        )  # fmt: skip
-        say(eval_table(tally, f"{title}完整评估结果"))
-        overall = tally.overall()
-        if task == "classification" and overall:
-            say(
-                f"🎯 {title}完整评估结果:\n"
-                f"   • 整体准确率: {overall['accuracy']:.4f} ({overall['accuracy']:.2%})\n"
-                f"   • 总样本数: {overall['samples']:,}\n"
-                f"   • 正确样本数: {overall['correct']:,}"
-            )
-        prefix = "final_eval" if label in ("best", "final") and not results else f"eval_{label}"
-        results |= tally.values(prefix)
-    model.load_state_dict(final_state)
-    return results
-
-
 def evaluate_checkpoint(
     config: TrainConfig, folder: Path, *, echo: Callable[[str], None] = print
 ) -> dict[str, float]:
@@ -608,14 +426,14 @@ def evaluate_checkpoint(
     task = task_of(config)
     check_config(config, task)
     processes = distributed.start(config.training)
-    stage = _stage_setting(config) if config.release is not None else None
+    stage = stage_setting(config) if config.release is not None else None
     data = load_data(config, task, None if stage == "auto" else stage)
     if not data.val.total:
         raise DataError(
             "there is no evaluation data",
             hint="list data.val_jsonl_list (or data.val_stores, or release.val_split)",
         )
-    shapes_from = _all_stage_shapes(config, task) if config.release is not None else []
+    shapes_from = all_stage_shapes(config, task) if config.release is not None else []
     specs = dataset_specs(data.names, [data.train, data.val, *shapes_from], config)
     model = build_model(
         config.model.name,
@@ -634,7 +452,7 @@ def evaluate_checkpoint(
     tally = evaluate(
         model, data.val, data.names, task=task, classes=classes,
         batch_size=config.training.eval_batch_size or 4 * config.training.batch_size,
-        processes=processes,
+        processes=processes, precision=config.training.precision,
     )  # fmt: skip
     say(eval_table(tally, "完整评估结果"))
     distributed.stop()
