@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -83,3 +83,15 @@ def run_bash(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
     return subprocess.run(
         ["bash", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
     )
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """torch on one thread: tiny models run fastest so, and do not fight other processes
+    for this machine's two cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

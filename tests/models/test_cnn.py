@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -16,15 +14,6 @@ SPECS = [
     DatasetSpec("digits", 10, {"image": (8, 8)}),
     DatasetSpec("colour", 4, {"image": (3, 12, 10)}),
 ]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread (and do not fight the other test workers)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _batch(groups: list[tuple[int, np.ndarray, torch.Tensor]], labels: torch.Tensor) -> Batch:

@@ -3,7 +3,6 @@ target's shape and in batch order."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +18,6 @@ from stagewise.models import Batch, DatasetSpec, Group, build_model
 
 SMALL = {"d_model": 32, "heads": 4, "layers": 1}
 Columns = dict[str, np.ndarray]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread (and do not fight the other test workers)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

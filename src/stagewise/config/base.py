@@ -95,6 +95,20 @@ def load_model(model: type[M], doc: Document, *, what: str | None = None) -> M:
     return obj
 
 
+def unknown_key_warnings(obj: FormatModel, doc: Document) -> list[Problem]:
+    """A warning, with its line, for every key no field declares (kept, but unused)."""
+    return [
+        Problem(
+            f"unknown key '{path[-1]}' is ignored"
+            + (f" (did you mean '{near}'?)" if (near := suggest(str(path[-1]), known)) else ""),
+            file=doc.source,
+            line=doc.line_of(path),
+            severity="warning",
+        )
+        for path, known in obj.unknown_keys()
+    ]
+
+
 def _problem(model: type[FormatModel], doc: Document, err: Any) -> Problem:
     loc = _trim_loc(doc.data, err["loc"])
     message = err["msg"].removeprefix("Value error, ")

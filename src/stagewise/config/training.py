@@ -286,7 +286,7 @@ def load_training_config(
 ) -> tuple[TrainConfig, list[Problem]]:
     """Read a training config, apply Hydra-style overrides (``training.lr=3e-4``), check
     it; returns the config and warnings (unknown keys, kept but unused)."""
-    from stagewise.config.base import field_at, load_model, suggest
+    from stagewise.config.base import field_at, load_model, unknown_key_warnings
     from stagewise.config.loading import Document, parse_document
     from stagewise.config.overrides import apply_overrides, parse_overrides
 
@@ -311,14 +311,5 @@ def load_training_config(
         )
         doc = Document(data, source, doc.lines)
     config = load_model(TrainConfig, doc, what="training config")
-    warnings = [
-        Problem(
-            f"unknown key '{key[-1]}' is ignored"
-            + (f" (did you mean '{near}'?)" if (near := suggest(str(key[-1]), known)) else ""),
-            file=source,
-            line=doc.line_of(key),
-            severity="warning",
-        )
-        for key, known in config.unknown_keys()
-    ]
+    warnings = unknown_key_warnings(config, doc)
     return config, warnings

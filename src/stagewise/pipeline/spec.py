@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from stagewise.config.base import load_model, suggest
+from stagewise.config.base import load_model, suggest, unknown_key_warnings
 from stagewise.config.loading import Document, parse_document
 from stagewise.config.pipeline import PipelineFile, TaskSpec
 from stagewise.errors import ConfigError, PipelineError, Problem
@@ -69,16 +69,7 @@ def load_pipeline(path: str | Path, overrides: Sequence[str] = ()) -> LoadedPipe
         doc = Document(apply_pipeline_overrides(doc.data, overrides, source), source, doc.lines)
     _anchor_function_files(doc.data, Path(path).resolve().parent)
     pipeline = load_model(PipelineFile, doc, what="pipeline")
-    warnings = [
-        Problem(
-            f"unknown key '{path[-1]}' is ignored"
-            + (f" (did you mean '{near}'?)" if (near := suggest(str(path[-1]), known)) else ""),
-            file=source,
-            line=doc.line_of(path),
-            severity="warning",
-        )
-        for path, known in pipeline.unknown_keys()
-    ]
+    warnings = unknown_key_warnings(pipeline, doc)
     return LoadedPipeline(plan(pipeline, doc, check_type=task_types.check), warnings)
 
 

@@ -38,6 +38,7 @@ from stagewise.train.data import Split, batches, dataset_specs, describe_loading
 from stagewise.train.evaluation import BEST_DIR, evaluate, final_evaluation, losses_of
 from stagewise.train.metrics import Tally, available_metrics, eval_table, train_lines
 from stagewise.train.sources import (
+    Data,
     all_stage_shapes,
     load_data,
     stage_index,
@@ -156,19 +157,8 @@ def train(
         say(describe_loading(partial, "评估模式", full_sizes))
 
     # 2. The model, its optimizer and schedule.
-    specs = dataset_specs(data.names, [data.train, data.val, *shapes_from], config)
-    model = build_model(
-        config.model.name,
-        datasets=specs,
-        num_labels=config.model.num_labels,
-        options=config.model.options,
-        pretrained=config.model.pretrained_name,
-    )
+    model, classes = _model(config, task, data, shapes_from, processes.device)
     _fit_scaling(model, [data.train, *shapes_from])
-    model.to(processes.device)
-    classes = None
-    if task == "classification" and config.datasets.enable_logits_masking:
-        classes = torch.tensor([s.num_classes for s in specs], device=processes.device)
     trained = distributed.wrap(model, settings, processes)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
@@ -354,6 +344,24 @@ def train(
     return TrainResult(out, step, best, final, stages)
 
 
+def _model(
+    config: TrainConfig, task: str, data: Data, more: list[Split], device: torch.device
+) -> tuple[torch.nn.Module, torch.Tensor | None]:
+    """The model for every dataset of the run, on ``device``, and each dataset's class
+    count for logits masking (None when masking is off)."""
+    specs = dataset_specs(data.names, [data.train, data.val, *more], config)
+    model = build_model(
+        config.model.name,
+        datasets=specs,
+        num_labels=config.model.num_labels,
+        options=config.model.options,
+        pretrained=config.model.pretrained_name,
+    ).to(device)
+    if task != "classification" or not config.datasets.enable_logits_masking:
+        return model, None
+    return model, torch.tensor([s.num_classes for s in specs], device=device)
+
+
 def _steps(plan: MixturePlan, batch_size: int, world_size: int, drop_last: bool) -> int:
     per_rank = plan.total // world_size if drop_last else -(-plan.total // world_size)
     return max(1, per_rank // batch_size if drop_last else -(-per_rank // batch_size))
@@ -434,19 +442,8 @@ def evaluate_checkpoint(
             hint="list data.val_jsonl_list (or data.val_stores, or release.val_split)",
         )
     shapes_from = all_stage_shapes(config, task) if config.release is not None else []
-    specs = dataset_specs(data.names, [data.train, data.val, *shapes_from], config)
-    model = build_model(
-        config.model.name,
-        datasets=specs,
-        num_labels=config.model.num_labels,
-        options=config.model.options,
-        pretrained=config.model.pretrained_name,
-    )
+    model, classes = _model(config, task, data, shapes_from, processes.device)
     checkpoint.load_weights(model, Path(folder))
-    model.to(processes.device)
-    classes = None
-    if task == "classification" and config.datasets.enable_logits_masking:
-        classes = torch.tensor([s.num_classes for s in specs], device=processes.device)
     say = echo if processes.main else (lambda _text: None)
     say(describe_loading(data.val, "评估模式"))
     tally = evaluate(
