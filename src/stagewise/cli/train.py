@@ -8,6 +8,7 @@ The trainer (and torch) load when a command runs, not with the CLI.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from pathlib import Path
 
@@ -44,10 +45,23 @@ def train(
         help="Start from scratch even when output_dir holds checkpoints of an earlier run.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON at the end."),
+    deepspeed_config: Path | None = typer.Option(
+        None,
+        "--deepspeed_config",
+        "--deepspeed-config",
+        help="A DeepSpeed JSON config, as in seed 003's command: sets training.strategy "
+        "deepspeed (GPUs; untested here).",
+    ),
 ) -> None:
     """Train on many datasets at once: per-dataset metrics, partial and full evaluation,
     best-model tracking, resumable checkpoints; with a release attached, its stages decide
     the data (TRAINING_STAGE=auto switches stages as training goes)."""
+    if deepspeed_config is not None:
+        overrides = [
+            *(overrides or []),
+            "training.strategy=deepspeed",
+            f"training.deepspeed_config={json.dumps(str(deepspeed_config))}",
+        ]
     config = _load(config_file, overrides)
     recipe = _trainer()
     result = recipe.train(config, resume=not no_resume, echo=_echo(as_json))

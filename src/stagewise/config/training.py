@@ -188,7 +188,9 @@ class TrainingSection(FormatModel):
     scheduler: Literal["constant", "linear", "cosine"] = Field(
         "cosine", description="learning-rate schedule after the warm-up"
     )
-    max_grad_norm: Float | None = Field(1.0, description="gradient clipping; null: none")
+    max_grad_norm: Float | None = Field(
+        1.0, gt=0, description="clip the gradients' norm to this; null: no clipping"
+    )
     seed: int = Field(0, description="seeds the model, the data order and the eval subsets")
     eval_every: int | None = Field(
         None,
@@ -237,10 +239,11 @@ class WandbSection(FormatModel):
     project: str = Field("stagewise", description="the W&B project")
     log_dataset_metrics: bool = Field(True, description="log the per-dataset metrics")
     log_overall_metrics: bool = Field(True, description="log the overall metrics")
-    mode: Literal["offline", "online"] = Field(
-        "offline",
+    mode: Literal["offline", "online"] | None = Field(
+        None,
         description="offline writes the run under output_dir/wandb (sync it later with "
-        "'wandb sync'); online needs the network and a login",
+        "'wandb sync'); online needs the network and a login; default: WANDB_MODE, else "
+        "offline",
     )
 
 

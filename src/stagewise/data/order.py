@@ -105,6 +105,11 @@ class MixtureSampler:
         """Rank-local samples consumed since the epoch started (or since the resume)."""
         return self._position
 
+    @property
+    def consumed(self) -> int:
+        """Rank-local samples consumed since the epoch started, a resume point included."""
+        return self._offset // self.world_size + self._position
+
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch`` from its beginning. Setting the epoch the sampler is already in,
         with nothing consumed since, keeps a resume point from :meth:`load_state_dict`."""

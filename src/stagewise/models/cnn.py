@@ -151,9 +151,11 @@ def check_options(kind: str, options: Mapping[str, Any], defaults: Mapping[str, 
 def refuse_pretrained(kind: str, pretrained: str | None) -> None:
     if pretrained:
         raise ConfigError(
-            f"the {kind} model has no pretrained weights",
+            f"model.pretrained_name is set, but the {kind} model has no pretrained weights",
             location="model.pretrained_name",
-            hint="leave pretrained_name out, or resume from a checkpoint with --resume",
+            hint="to fine-tune a Hugging Face model in that folder, set model.name to "
+            "hf:<AutoModel class> (e.g. hf:AutoModelForImageClassification); otherwise set "
+            "pretrained_name: null (a run in the same output_dir resumes by itself)",
         )
 
 

@@ -145,8 +145,12 @@ def _load(
             setattr(config, key, value)
         config.num_labels = num_labels
         _pad_tokens(config, class_name)
-        return auto.from_pretrained(
-            str(folder), config=config, local_files_only=True, ignore_mismatched_sizes=True
+        return auto.from_pretrained(  # safetensors only: a pickled .bin is never loaded
+            str(folder),
+            config=config,
+            local_files_only=True,
+            ignore_mismatched_sizes=True,
+            use_safetensors=True,
         )
     except (OSError, ValueError) as exc:
         what = f"the model in {pretrained!r}"

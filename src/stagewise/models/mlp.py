@@ -18,6 +18,7 @@ from torch import nn
 
 from stagewise.errors import ConfigError
 from stagewise.models.batch import Batch, DatasetSpec, scatter
+from stagewise.models.cnn import refuse_pretrained
 
 
 class _Input(nn.Module):
@@ -98,10 +99,5 @@ def build(
             location="model.options",
             hint=f"the mlp takes {', '.join(sorted(known))}",
         )
-    if pretrained:
-        raise ConfigError(
-            "the mlp model has no pretrained weights",
-            location="model.pretrained_name",
-            hint="leave pretrained_name out, or resume from a checkpoint with --resume",
-        )
+    refuse_pretrained("mlp", pretrained)
     return MLP(datasets, num_labels, **options)

@@ -93,6 +93,12 @@ class StageController:
             return self._active_now()[0]
         return stage
 
+    def continue_from(self, stage: str) -> None:
+        """A resumed run: ``stage`` is what it trained on when it stopped. The repo may have
+        switched past it (the run died between the switch and its checkpoint); the next
+        ``observe`` then reports that switch, so the run follows it."""
+        self._seen = stage
+
     def observe(self, epoch: int, metrics: Mapping[str, Any] | None = None) -> Decision:
         """Record one finished epoch; switch stage if the conditions say so.
 

@@ -5,8 +5,9 @@ crash never leaves a half-written one that looks complete::
 
     model.safetensors       the model's weights (and buffers, e.g. feature scaling)
     optimizer.safetensors   the optimizer's tensors (moments, step counts)
-    state.json              step, epoch, sampler position, optimizer groups, scheduler,
-                            RNG states, the running training tally, best-model record
+    state.json              step, epoch, stage, sampler position, optimizer groups, RNG
+                            states, the running metric sums, the best-model record, the
+                            training settings (the learning rate follows from the epoch)
 
 Nothing is pickled: tensors go to safetensors, everything else to JSON, so loading a
 checkpoint cannot run code.
@@ -58,9 +59,34 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return _contiguous(out)
 
 
-def save_weights(model: torch.nn.Module, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(model_state(model), str(folder / MODEL_FILE))
+def save_weights(
+    weights: Mapping[str, torch.Tensor], folder: Path, files: Mapping[str, str] | None = None
+) -> None:
+    """A model folder (``model.safetensors`` and small text ``files``), written whole or
+    not at all: a temporary folder renamed into place."""
+    temp = _temporary(folder)
+    save_file(_contiguous(weights), str(temp / MODEL_FILE))
+    for name, text in (files or {}).items():
+        (temp / name).write_text(text, encoding="utf-8")
+    _replace(temp, folder)
+
+
+def _temporary(folder: Path) -> Path:
+    temp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(temp, ignore_errors=True)
+    temp.mkdir(parents=True)
+    return temp
+
+
+def _replace(temp: Path, folder: Path) -> None:
+    """Put ``temp`` at ``folder``; an old ``folder`` is moved away first and deleted only
+    once the new one is in place, so a crash leaves one of the two whole."""
+    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+    if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(folder, old)
+    os.replace(temp, folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_weights(model: torch.nn.Module, folder: Path) -> None:
@@ -138,33 +164,31 @@ def set_rng_state(tensors: Mapping[str, torch.Tensor], rest: Mapping[str, Any]) 
 def save(
     folder: Path,
     *,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
+    weights: Mapping[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer | None,
     state: Mapping[str, Any],
 ) -> Path:
-    """Write a complete checkpoint at ``folder`` (atomically: temp folder, then rename)."""
-    temp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(temp, ignore_errors=True)
-    temp.mkdir(parents=True)
-    save_weights(model, temp)
-    tensors, optimizer_rest = _split_optimizer(optimizer.state_dict())
+    """Write a complete checkpoint at ``folder`` (atomically: temp folder, then rename).
+    ``weights``: :func:`model_state` of the model (or a distributed strategy's gathered
+    state); ``optimizer`` None keeps no optimizer state (DeepSpeed, FSDP)."""
+    temp = _temporary(folder)
+    save_file(_contiguous(weights), str(temp / MODEL_FILE))
+    tensors, optimizer_rest = (
+        _split_optimizer(optimizer.state_dict()) if optimizer is not None else ({}, None)
+    )
     rng_tensors, rng_rest = rng_state()
     tensors.update({f"rng.{k}": v for k, v in _contiguous(rng_tensors).items()})
     save_file(tensors, str(temp / OPTIMIZER_FILE))
     document = {
         **state,
         "optimizer": optimizer_rest,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "rng": rng_rest,
     }
     with (temp / STATE_FILE).open("w", encoding="utf-8") as handle:
         json.dump(document, handle, indent=1)
         handle.flush()
         os.fsync(handle.fileno())
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(temp, folder)
+    _replace(temp, folder)
     return folder
 
 
@@ -173,7 +197,6 @@ def load(
     *,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any = None,
 ) -> dict[str, Any]:
     """Restore ``folder`` into the objects given; return the rest of its state."""
     path = folder / STATE_FILE
@@ -187,15 +210,13 @@ def load(
         ) from None
     load_weights(model, folder)
     tensors = load_file(str(folder / OPTIMIZER_FILE))
-    if optimizer is not None:
+    if optimizer is not None and document.get("optimizer") is not None:
         optimizer.load_state_dict(
             _join_optimizer(
                 {k: v for k, v in tensors.items() if not k.startswith("rng.")},
                 document["optimizer"],
             )
         )
-    if scheduler is not None and document.get("scheduler") is not None:
-        scheduler.load_state_dict(document["scheduler"])
     set_rng_state(
         {k.removeprefix("rng."): v for k, v in tensors.items() if k.startswith("rng.")},
         document["rng"],

@@ -14,6 +14,7 @@ with no ``dataset_configs`` entry, a label outside ``0..num_classes-1`` or beyon
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
@@ -118,6 +119,16 @@ class _Collector:
                 f"add {name} under datasets.dataset_configs (known: {known}), or drop its records",
             )
             return
+        if settings.num_classes is None:
+            self.problem(
+                f"dataset {name!r} has no num_classes, so its records cannot be labelled "
+                "classification records",
+                file,
+                line,
+                f"set datasets.dataset_configs.{name}.num_classes; a forecasting model reads "
+                "windowed sample stores (data.train_stores), not JSONL",
+            )
+            return
         label = record.get(data.label_key)
         if isinstance(label, bool) or not isinstance(label, int):
             self.problem(
@@ -148,7 +159,18 @@ class _Collector:
             if array.dtype.kind not in "biuf":
                 continue  # not a model input (a name, a path, ...)
             kind = "f" if array.dtype.kind == "f" else "i"
+            if kind == "f" and not np.isfinite(array).all():
+                self.problem(
+                    f"'{key}' holds a value that is not a finite number (NaN or Infinity)",
+                    file,
+                    line,
+                    "fix or drop the record: a non-finite input poisons the dataset's "
+                    "feature scaling",
+                )
+                return
             seen = self.shapes.setdefault((name, key), (array.shape, kind))
+            if kind == "f" and seen[1] == "i":  # a float after whole numbers: keep floats
+                seen = self.shapes[(name, key)] = (seen[0], "f")
             if seen[0] != array.shape:
                 self.problem(
                     f"'{key}' has shape {list(array.shape)} here but {list(seen[0])} in "
@@ -253,7 +275,7 @@ def read_store(
                 location=location,
                 hint="preprocess the data with its label column, or set data.label_key",
             )
-        targets = np.asarray(columns[data.label_key]).astype(np.int64)
+        targets = _labels(np.asarray(columns[data.label_key]), location, data.label_key)
         skip = {data.label_key, data.dataset_key, *DESCRIPTIVE}
         inputs = {}
         for key, values in columns.items():
@@ -275,6 +297,25 @@ def read_store(
     if task == "classification":
         check_labels(tables, config)
     return tables
+
+
+def _labels(values: np.ndarray, location: str, key: str) -> np.ndarray:
+    """A store's label column as class numbers; fractions or non-numbers are an error."""
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64)
+    bad = None
+    if values.dtype.kind == "f":
+        wrong = ~np.isfinite(values) | (values != np.round(values))
+        bad = int(np.flatnonzero(wrong)[0]) if wrong.any() else None
+    else:
+        bad = 0
+    if bad is not None:
+        raise DataError(
+            f"the '{key}' column holds {values[bad]!r} at row {bad}; expected class numbers",
+            location=location,
+            hint="labels are whole numbers 0..num_classes-1 in every dataset",
+        )
+    return values.astype(np.int64)
 
 
 def _missing_policy(store: Any) -> str | None:
@@ -345,7 +386,8 @@ def eval_subset(split: Split, config: TrainConfig, seed: int) -> Split:
 
 
 def _stable(name: str) -> int:
-    return int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "little")
+    """A seed from the whole dataset name (names that share a prefix still differ)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
 
 
 # ---------------------------------------------------------------------------- batches
@@ -423,13 +465,20 @@ def batches(
         yield batch
 
 
-def eval_batches(split: Split, names: Sequence[str], batch_size: int) -> Iterator[Batch]:
-    """Every sample of ``split`` once, dataset after dataset (no shuffle: deterministic)."""
+def eval_batches(
+    split: Split, names: Sequence[str], batch_size: int, *, rank: int = 0, world_size: int = 1
+) -> Iterator[Batch]:
+    """Every sample of ``split`` once, dataset after dataset (no shuffle: deterministic);
+    rank ``r`` of ``n`` gets batches ``r, r + n, ...``."""
+    number = 0
     for name in names:
         table = split.tables.get(name)
         if table is None:
             continue
         for start in range(0, len(table), batch_size):
+            number += 1
+            if (number - 1) % world_size != rank:
+                continue
             idx = np.arange(start, min(start + batch_size, len(table)))
             yield make_batch(split, names, [name], np.zeros(len(idx), np.int64), idx)
 

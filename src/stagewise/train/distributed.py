@@ -106,8 +106,34 @@ def wrap(model: nn.Module, settings: TrainingSection, processes: Processes) -> n
     )
 
 
-def deepspeed_engine(model: nn.Module, settings: TrainingSection) -> Any:
-    """``deepspeed.initialize`` with the seed's ``--deepspeed_config`` file (GPU only)."""
+def full_weights(trained: nn.Module, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The whole model's weights for a checkpoint. Under FSDP every rank must call this
+    (the shards are gathered, to rank 0's CPU memory); otherwise it is the model's own
+    state."""
+    from stagewise.train.checkpoint import model_state
+
+    if type(trained).__name__ == "FullyShardedDataParallel":  # untested here: no GPU
+        from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        gather = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
+        with FSDP.state_dict_type(trained, StateDictType.FULL_STATE_DICT, gather):
+            return trained.state_dict()  # type: ignore[no-any-return]
+    return model_state(getattr(trained, "module", model))
+
+
+def clip_gradients(trained: nn.Module, model: nn.Module, max_norm: float) -> None:
+    """Clip the gradients' norm; FSDP computes it across the shards itself."""
+    if hasattr(trained, "clip_grad_norm_") and type(trained).__name__ == "FullyShardedDataParallel":
+        trained.clip_grad_norm_(max_norm)
+    else:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+
+
+def deepspeed_engine(model: nn.Module, settings: TrainingSection) -> tuple[Any, Any]:
+    """``deepspeed.initialize`` with the seed's ``--deepspeed_config`` file (GPU only;
+    untested here). Checkpoints then keep the weights, not the optimizer's partitioned
+    state: a resumed DeepSpeed run restarts its optimizer moments."""
     try:
         import deepspeed  # type: ignore[import-not-found]
     except ImportError:
@@ -122,9 +148,12 @@ def deepspeed_engine(model: nn.Module, settings: TrainingSection) -> Any:
             location="training.deepspeed_config",
             hint="point it at a DeepSpeed JSON config such as the seed's configs/ds_s2.json",
         )
-    engine, optimizer, _, scheduler = deepspeed.initialize(
+    # The config's optimizer (or AdamW's defaults) is built by DeepSpeed; the trainer sets
+    # its learning rate every step from training.lr and the schedule, as without DeepSpeed.
+    # Gradient clipping and fp16/bf16 come from the DeepSpeed config.
+    engine, optimizer, _, _ = deepspeed.initialize(
         model=model,
         model_parameters=[p for p in model.parameters() if p.requires_grad],
         config=settings.deepspeed_config,
     )
-    return engine, optimizer, scheduler
+    return engine, optimizer

@@ -64,20 +64,23 @@ def evaluate(
     batch_size: int,
     processes: distributed.Processes,
     precision: str = "fp32",
+    shard: bool = True,
 ) -> Tally:
-    """One pass over ``split``; ranks share the batches and the sums are reduced."""
+    """One pass over ``split``; ranks share the batches and the sums are reduced. With
+    ``shard`` False every rank runs every batch (a sharded FSDP model needs all ranks in
+    each forward pass) and nothing is reduced."""
     was_training = model.training
     model.eval()
     tally = Tally(names, task)
-    for i, batch in enumerate(eval_batches(split, names, batch_size)):
-        if i % processes.world_size != processes.rank:
-            continue
+    rank, world_size = (processes.rank, processes.world_size) if shard else (0, 1)
+    for batch in eval_batches(split, names, batch_size, rank=rank, world_size=world_size):
         batch = batch.to(processes.device)
         with distributed.autocast(precision, processes.device):
             outputs = model(batch)
         per_sample, compared = losses_of(outputs, batch, task, classes)
         tally.add(batch.dataset, per_sample, compared, batch.targets)
-    tally.reduce()
+    if shard:
+        tally.reduce()
     model.train(was_training)
     return tally
 
@@ -85,7 +88,6 @@ def evaluate(
 def final_evaluation(
     config: TrainConfig,
     model: torch.nn.Module,
-    trained: torch.nn.Module,
     data: Data,
     out: Path,
     best: Mapping[str, Any] | None,
@@ -94,9 +96,12 @@ def final_evaluation(
     eval_size: int,
     processes: distributed.Processes,
     say: Callable,
+    runner: torch.nn.Module | None = None,
 ) -> dict[str, float]:
     """The full eval split, on the best model (and every saved model when asked)."""
     settings = config.training
+    if processes.distributed:  # rank 0 wrote the models: every rank must see them
+        torch.distributed.barrier()
     targets: list[tuple[str, Path | None]] = []
     if best is not None and (out / BEST_DIR / checkpoint.MODEL_FILE).exists():
         targets.append(("best", out / BEST_DIR))
@@ -118,8 +123,9 @@ def final_evaluation(
         say(f"🔍 开始对{title}进行完整评估\n{'=' * 80}")
         say(describe_loading(data.val, "评估模式"))
         tally = evaluate(
-            trained, data.val, data.names, task=task, classes=classes,
+            runner or model, data.val, data.names, task=task, classes=classes,
             batch_size=eval_size, processes=processes, precision=settings.precision,
+            shard=runner is None,
         )  # fmt: skip
         say(eval_table(tally, f"{title}完整评估结果"))
         overall = tally.overall()

@@ -63,6 +63,14 @@ class Tally:
             torch.distributed.all_reduce(sums)
             self.sums = sums.cpu()
 
+    def reduced_sums(self) -> list[list[float]]:
+        """The sums of every rank together (a collective: every rank must call it); this
+        tally is left as it is."""
+        copy = Tally(self.names, self.task)
+        copy.sums = self.sums.clone()
+        copy.reduce()
+        return copy.sums.tolist()
+
     def reset(self) -> None:
         self.sums.zero_()
 

@@ -29,10 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from stagewise.config.training import TrainConfig
+from stagewise.config.training import TrainConfig, TrainingSection
 from stagewise.data.order import MixturePlan, MixtureSampler
 from stagewise.errors import ConfigError, DataError, Problem
 from stagewise.models import build_model
+from stagewise.store.atomic import atomic_write
 from stagewise.train import checkpoint, distributed
 from stagewise.train.data import Split, batches, dataset_specs, describe_loading, eval_subset
 from stagewise.train.evaluation import BEST_DIR, evaluate, final_evaluation, losses_of
@@ -92,20 +93,6 @@ def check_config(config: TrainConfig, task: str) -> None:
         raise ConfigError(f"{len(problems)} problem(s) in the training config", problems=problems)
 
 
-def schedule(kind: str, warmup: int, total: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        if kind == "linear":
-            return max(0.0, 1.0 - progress)
-        if kind == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0
-
-    return factor
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -138,16 +125,13 @@ def train(
     seed_everything(settings.seed)
 
     # 1. Data, checked before anything trains.
-    auto = config.release is not None and stage_setting(config) == "auto"
     controller = None
-    first_stage = None
-    if auto:
+    first_stage = stage_setting(config) if config.release is not None else None
+    if first_stage == "auto":
         from stagewise.release import StageController, open_release
 
         controller = StageController(open_release(config.release.path))  # type: ignore[union-attr]
         first_stage = controller.start()
-    elif config.release is not None:
-        first_stage = stage_setting(config)
     data = load_data(config, task, first_stage)
     shapes_from = all_stage_shapes(config, task) if config.release is not None else []
     say(describe_loading(data.train, "训练模式"))
@@ -155,16 +139,12 @@ def train(
     if settings.evaluation.partial_eval_during_training and data.val.total:
         full_sizes = {n: len(t) for n, t in data.val.tables.items()}
         say(describe_loading(partial, "评估模式", full_sizes))
+    _check_tracked_metric(config, partial)
 
-    # 2. The model, its optimizer and schedule.
+    # 2. The model and its optimizer.
     model, classes = _model(config, task, data, shapes_from, processes.device)
     _fit_scaling(model, [data.train, *shapes_from])
-    trained = distributed.wrap(model, settings, processes)
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=settings.lr,
-        weight_decay=settings.weight_decay,
-    )
+    trained, optimizer, engine = _prepare(model, settings, processes)
     drop_last = processes.distributed if settings.drop_last is None else settings.drop_last
     if processes.distributed and not drop_last:
         raise ConfigError(
@@ -172,41 +152,53 @@ def train(
             location="training.drop_last",
             hint="every rank must take the same number of steps: leave drop_last out",
         )
-    steps_per_epoch = _steps(data.plan, settings.batch_size, processes.world_size, drop_last)
-    total_steps = steps_per_epoch * settings.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        schedule(settings.scheduler, int(settings.warmup_ratio * total_steps), total_steps),
-    )
+    if settings.precision == "fp16" and processes.device.type != "cuda":
+        raise ConfigError(
+            "training.precision fp16 needs a GPU (its loss scaling runs on CUDA)",
+            location="training.precision",
+            hint="use bf16 or fp32 on CPUs",
+        )
     eval_size = settings.eval_batch_size or 4 * settings.batch_size
+    # Evaluation runs the plain model (a DDP forward would broadcast buffers, and a rank
+    # without an eval batch would never join), except under FSDP, whose shards need every
+    # rank in each forward pass: there every rank evaluates everything.
+    runner = trained if settings.strategy == "fsdp" else None
     # fp16 needs its gradients scaled; the scaler is a pass-through otherwise.
     scaler = torch.amp.GradScaler(
         processes.device.type,
         enabled=settings.precision == "fp16" and processes.device.type == "cuda",
     )
 
-    # 3. Resume.
-    step, epoch, best = 0, 0, None
+    # 3. Resume from the newest checkpoint, or start over (an earlier run's files kept).
+    step, epoch, best, last_eval = 0, 0, None, None
     sampler_state = None
     train_tally, epoch_tally = Tally(data.names, task), Tally(data.names, task)
     stages = [data.stage] if data.stage else []
     fingerprint = config_fingerprint(config)
-    found = checkpoint.checkpoints(out / "checkpoints") if resume else []
+    found = checkpoint.checkpoints(out / "checkpoints")
+    if found and not resume:
+        _set_aside(out, processes, say)
+        found = []
     if found:
-        state = checkpoint.load(found[-1], model=model, optimizer=optimizer, scheduler=scheduler)
+        state = checkpoint.load(found[-1], model=model, optimizer=optimizer)
         if state.get("config_fingerprint") != fingerprint:
             raise ConfigError(
                 "the checkpoint in output_dir was trained with a different model or data",
                 location=str(found[-1]),
                 hint="pass --no-resume to start over, or use a new training.output_dir",
             )
+        _warn_changed(state.get("training"), _training_settings(config), say)
         step, epoch, best = state["step"], state["epoch"], state.get("best")
+        last_eval = state.get("last_eval")
         sampler_state = state["sampler"]
-        train_tally.sums = torch.tensor(state["train_tally"], dtype=torch.float64)
-        epoch_tally.sums = torch.tensor(state["epoch_tally"], dtype=torch.float64)
+        if processes.main:  # the sums of every rank; the others start from zero
+            train_tally.sums = torch.tensor(state["train_tally"], dtype=torch.float64)
+            epoch_tally.sums = torch.tensor(state["epoch_tally"], dtype=torch.float64)
         stages = state.get("stages", stages)
         if state.get("stage") and state["stage"] != data.stage:
             data = load_data(config, task, state["stage"])
+        if controller is not None and data.stage is not None:
+            controller.continue_from(data.stage)
         say(f"↩️  resumed from {found[-1]} (step {step}, epoch {epoch})")
 
     from stagewise.train.trackers import open_trackers  # the trackers' libraries load here
@@ -221,88 +213,107 @@ def train(
     with trackers:  # a run that fails closes its trackers as failed
 
         def save_checkpoint() -> None:
+            # Every rank sums its tallies in (and gathers FSDP shards); rank 0 writes.
+            sums = train_tally.reduced_sums(), epoch_tally.reduced_sums()
+            weights = distributed.full_weights(trained, model)
             if not processes.main:
                 return
+            sharded = engine is not None or settings.strategy == "fsdp"
             checkpoint.save(
                 out / "checkpoints" / f"step-{step:08d}",
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
+                weights=weights,
+                optimizer=None if sharded else optimizer,
                 state={
                     "step": step,
                     "epoch": epoch,
                     "stage": data.stage,
                     "stages": stages,
                     "sampler": sampler.state_dict(),
-                    "train_tally": train_tally.sums.tolist(),
-                    "epoch_tally": epoch_tally.sums.tolist(),
+                    "train_tally": sums[0],
+                    "epoch_tally": sums[1],
                     "best": best,
+                    "last_eval": last_eval,
                     "config_fingerprint": fingerprint,
+                    "training": _training_settings(config),
                 },
             )
             checkpoint.prune(out / "checkpoints", settings.keep_checkpoints)
 
-        def partial_evaluation() -> Tally | None:
+        def partial_evaluation() -> dict[str, float] | None:
+            """Evaluate the eval_ratio subset; track the best model. Returns the overall
+            metrics (what the stage controller's conditions see)."""
             nonlocal best
             if not (settings.evaluation.partial_eval_during_training and partial.total):
-                return None
+                return last_eval
             tally = evaluate(
-                trained, partial, data.names, task=task, classes=classes,
+                runner or model, partial, data.names, task=task, classes=classes,
                 batch_size=eval_size, processes=processes, precision=settings.precision,
+                shard=runner is None,
             )  # fmt: skip
             say(eval_table(tally))
             trackers.log(tally.values("eval"), step)
             tracking = settings.best_model_tracking
             value = tally.tracked(tracking.metric) if tracking.enabled else None
-            if value is not None and _better(value, best, tracking.mode):
+            better = value is not None and _better(value, best, tracking.mode)
+            keep = not tracking.save_best_only
+            weights = distributed.full_weights(trained, model) if better or keep else {}
+            if better:
                 best = {"metric": tracking.metric, "value": value, "step": step, "epoch": epoch}
                 if processes.main:
-                    checkpoint.save_weights(model, out / BEST_DIR)
-                    (out / BEST_DIR / "best.json").write_text(json.dumps(best, indent=1))
+                    note = {"best.json": json.dumps(best, indent=1)}
+                    checkpoint.save_weights(weights, out / BEST_DIR, note)
                 say(f"🏆 发现更好模型! {tracking.metric}: {value:.4f} (步骤 {step})")
                 trackers.log({"best_model_step": step, f"best_{tracking.metric}": value}, step)
-            if processes.main and not tracking.save_best_only:
-                checkpoint.save_weights(model, out / "models" / f"step-{step:08d}")
-            return tally
+            if processes.main and keep:
+                checkpoint.save_weights(weights, out / "models" / f"step-{step:08d}")
+            return tally.overall()
 
         # 4. Train.
         model.train()
-        last_eval: Tally | None = None
         sampler = MixtureSampler(
             data.plan, settings.seed, epoch, rank=processes.rank, world_size=processes.world_size
         )
         if sampler_state is not None:
             sampler.load_state_dict(sampler_state)
+        lr = settings.lr
         while epoch < settings.epochs:
             sampler.set_epoch(epoch)
+            per_epoch = _steps(data.plan, settings.batch_size, processes.world_size, drop_last)
             for batch in batches(
                 sampler, data.train, data.names, settings.batch_size, drop_last=drop_last
             ):
+                done = -(-(sampler.consumed - batch.size) // settings.batch_size)  # before it
+                lr = learning_rate(settings, epoch, done, per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
                 batch = batch.to(processes.device)
                 with distributed.autocast(settings.precision, processes.device):
                     outputs = trained(batch)
                 per_sample, compared = losses_of(outputs, batch, task, classes)
                 loss = per_sample.mean()
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if settings.max_grad_norm:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
+                if engine is not None:  # DeepSpeed steps, scales and clips by its config
+                    engine.backward(loss)
+                    engine.step()
+                else:
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if settings.max_grad_norm:
+                        scaler.unscale_(optimizer)
+                        distributed.clip_gradients(trained, model, settings.max_grad_norm)
+                    scaler.step(optimizer)
+                    scaler.update()
                 step += 1
                 train_tally.add(batch.dataset, per_sample, compared, batch.targets)
                 epoch_tally.add(batch.dataset, per_sample, compared, batch.targets)
                 if step % settings.log_every == 0:
-                    _log_training(train_tally, trackers, step, epoch, scheduler, say)
+                    _log_training(train_tally, trackers, step, epoch, lr, say)
                 if settings.eval_every and step % settings.eval_every == 0:
                     last_eval = partial_evaluation()
                     save_checkpoint()
                 elif settings.checkpoint_every and step % settings.checkpoint_every == 0:
                     save_checkpoint()
             if step % settings.log_every:  # the epoch's last steps since the last log
-                _log_training(train_tally, trackers, step, epoch, scheduler, say)
+                _log_training(train_tally, trackers, step, epoch, lr, say)
             if not settings.eval_every:
                 last_eval = partial_evaluation()
             if data.stage is not None:  # the stage this epoch trained on, by priority
@@ -329,7 +340,7 @@ def train(
         final: dict[str, float] = {}
         if settings.evaluation.full_eval_at_end and data.val.total:
             final = final_evaluation(
-                config, model, trained, data, out, best, task, classes, eval_size, processes, say
+                config, model, data, out, best, task, classes, eval_size, processes, say, runner
             )
             trackers.log(final, step)
         summary = {"steps": step, **final}
@@ -337,11 +348,27 @@ def train(
             summary |= {"best_model_step": best["step"], f"best_{best['metric']}": best["value"]}
         trackers.summary(summary)
     if processes.main:
-        (out / "result.json").write_text(
-            json.dumps({"steps": step, "best": best, "final": final, "stages": stages}, indent=1)
-        )
+        result = {"steps": step, "best": best, "final": final, "stages": stages}
+        atomic_write(out / "result.json", json.dumps(result, indent=1))
     distributed.stop()
     return TrainResult(out, step, best, final, stages)
+
+
+def learning_rate(settings: TrainingSection, epoch: int, done: int, per_epoch: int) -> float:
+    """The learning rate of the step after ``done`` steps of ``epoch``: a linear warm-up
+    over ``warmup_ratio`` of the run, then the schedule. It is a function of the run's
+    progress in epochs, so a stage switch that changes an epoch's length, or a resume,
+    never moves it."""
+    progress = (epoch + done / max(per_epoch, 1)) / settings.epochs
+    warmup = settings.warmup_ratio
+    if warmup and progress < warmup:
+        return settings.lr * min(1.0, (progress + 1 / (per_epoch * settings.epochs)) / warmup)
+    rest = (progress - warmup) / (1 - warmup) if warmup < 1 else 1.0
+    if settings.scheduler == "linear":
+        return settings.lr * max(0.0, 1.0 - rest)
+    if settings.scheduler == "cosine":
+        return settings.lr * 0.5 * (1.0 + math.cos(math.pi * min(rest, 1.0)))
+    return settings.lr
 
 
 def _model(
@@ -379,33 +406,104 @@ def _fit_scaling(model: torch.nn.Module, splits: list[Split]) -> None:
 
 
 def _better(value: float, best: Mapping[str, Any] | None, mode: str) -> bool:
-    if best is None:
+    if math.isnan(value):
+        return False
+    if best is None or math.isnan(best["value"]):
         return True
     return value > best["value"] if mode == "max" else value < best["value"]
 
 
 def _log_training(
-    tally: Tally, trackers: Any, step: int, epoch: int, scheduler: Any, say: Callable
+    tally: Tally, trackers: Any, step: int, epoch: int, lr: float, say: Callable
 ) -> None:
     tally.reduce()
     for line in train_lines(tally):
         say(line)
-    values = tally.values("train")
-    values |= {"epoch": float(epoch), "lr": float(scheduler.get_last_lr()[0])}
+    values = tally.values("train") | {"epoch": float(epoch), "lr": float(lr)}
     trackers.log(values, step)
     tally.reset()
 
 
-def _epoch_metrics(epoch_tally: Tally, last_eval: Tally | None, task: str) -> dict[str, float]:
+def _epoch_metrics(
+    epoch_tally: Tally, last_eval: Mapping[str, float] | None, task: str
+) -> dict[str, float]:
     """What the stage controller's conditions see: the epoch's training loss, and the
     accuracy of the latest evaluation (else of training)."""
     overall = epoch_tally.overall()
     metrics = {"loss": overall.get("loss", math.nan)}
-    source = last_eval.overall() if last_eval is not None else overall
+    source = last_eval if last_eval else overall
     key = "accuracy" if task == "classification" else "mae"
     if key in source:
         metrics[key] = source[key]
     return metrics
+
+
+def _check_tracked_metric(config: TrainConfig, partial: Split) -> None:
+    """Best-model tracking on a dataset that has no evaluation data would never fire."""
+    tracking = config.training.best_model_tracking
+    if not (tracking.enabled and config.training.evaluation.partial_eval_during_training):
+        return
+    scope = tracking.metric.rpartition("_")[0]
+    if scope != "overall" and scope not in partial.tables:
+        raise ConfigError(
+            f"best_model_tracking.metric {tracking.metric!r} names dataset {scope!r}, which "
+            "has no evaluation data",
+            location="training.best_model_tracking.metric",
+            hint=f"add {scope}'s eval records (data.val_jsonl_list, or its store's "
+            f"{config.release.val_split if config.release else 'test'} split), or track "
+            f"one of: overall, {', '.join(partial.tables)}",
+        )
+
+
+def _prepare(
+    model: torch.nn.Module, settings: TrainingSection, processes: distributed.Processes
+) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
+    """What the loop calls, the optimizer, and the DeepSpeed engine (None without it)."""
+    if settings.strategy == "deepspeed":
+        engine, optimizer = distributed.deepspeed_engine(model, settings)
+        return engine, optimizer, engine
+    trained = distributed.wrap(model, settings, processes)
+    optimizer = torch.optim.AdamW(  # after wrapping: FSDP's parameters are its own
+        [p for p in trained.parameters() if p.requires_grad],
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+    )
+    return trained, optimizer, None
+
+
+def _training_settings(config: TrainConfig) -> dict[str, Any]:
+    data = config.training.model_dump(mode="json")
+    data.pop("output_dir", None)
+    return data
+
+
+def _warn_changed(before: Mapping[str, Any] | None, now: Mapping[str, Any], say: Callable) -> None:
+    """A resumed run takes its training settings from the config it is given; say what
+    changed (the result then differs from an uninterrupted run)."""
+    if not before:
+        return
+    changed = [
+        f"{k}: {before[k]!r} -> {now[k]!r}" for k in now if k in before and before[k] != now[k]
+    ]
+    if changed:
+        say(
+            "⚠️  resuming with changed training settings (they apply from here): "
+            + "; ".join(changed)
+        )
+
+
+def _set_aside(out: Path, processes: distributed.Processes, say: Callable) -> None:
+    """--no-resume in a folder an earlier run wrote: move that run's files into
+    ``previous-<time>/`` so nothing is lost and nothing of it is resumed or pruned."""
+    if processes.main:
+        aside = out / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside.mkdir()
+        for item in sorted(out.iterdir()):
+            if item != aside and not item.name.startswith("previous-"):
+                item.rename(aside / item.name)
+        say(f"📦 an earlier run's files in {out} were moved to {aside}")
+    if processes.distributed:
+        torch.distributed.barrier()
 
 
 def _announce_switch(

@@ -41,7 +41,7 @@ from stagewise.train.trackers.base import (
 )
 from stagewise.train.trackers.local import JsonLines, TensorBoard
 from stagewise.train.trackers.mlflow_run import MlflowRun
-from stagewise.train.trackers.wandb_run import WandbRun
+from stagewise.train.trackers.wandb_run import WandbRun, wandb_mode
 
 
 class Trackers:
@@ -132,7 +132,7 @@ def _library_defaults(config: TrainConfig) -> None:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     if config.wandb.enabled:
         os.environ.setdefault("WANDB_SILENT", "true")
-        if config.wandb.mode == "offline":
+        if wandb_mode(config) == "offline":
             os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
 
 

@@ -40,7 +40,8 @@ def metric_scope(name: str) -> Scope:
         return "best"
     found = _SCOPED.match(name)
     if found:
-        return "overall" if found["scope"] == "overall" else "dataset"
+        scope = found["scope"]  # "overall", a dataset, or "step-N_overall" (a kept model)
+        return "overall" if scope == "overall" or scope.endswith("_overall") else "dataset"
     return "overall" if "overall" in name.split("_") else "other"
 
 

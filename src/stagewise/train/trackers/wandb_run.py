@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,11 @@ from stagewise.train.trackers.base import (
     read_id,
     write_id,
 )
+
+
+def wandb_mode(config: TrainConfig) -> str:
+    """wandb.mode, else WANDB_MODE, else offline (nothing leaves the machine)."""
+    return config.wandb.mode or os.environ.get("WANDB_MODE") or "offline"
 
 
 class WandbRun:
@@ -42,7 +48,7 @@ class WandbRun:
         try:
             self._run = wandb.init(
                 project=section.project,
-                mode=section.mode,
+                mode=wandb_mode(config),
                 dir=str(run_dir),
                 name=run_name,
                 config=config.model_dump(mode="json"),
