@@ -13,7 +13,15 @@ BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
 
 @pytest.mark.parametrize(
-    "script", ["data_preprocess.py", "data_load.py", "data_mixing.py", "pipeline_dag.py"]
+    "script",
+    [
+        "data_preprocess.py",
+        "data_load.py",
+        "data_mixing.py",
+        "pipeline_dag.py",
+        "train_input.py",
+        "train_eval.py",
+    ],
 )
 def test_benchmark_runs_quick(script: str, tmp_path: Path) -> None:
     result = subprocess.run(
