@@ -74,3 +74,22 @@ def test_pipeline_commands_run(tmp_path: Path) -> None:
     assert "written by train" in result.stdout and "written by prepare" in result.stdout
     assert result.stdout.count(" cached (from run ") == 3
     assert (tmp_path / "outputs" / "hello-pipeline").is_dir()
+
+
+def test_train_commands_run(tmp_path: Path) -> None:
+    """The README's `stagewise train` / `stagewise eval` lines, on a seed 003 config over
+    two small real datasets written where the README's paths point."""
+    from tests.train.conftest import config_data, dataset_records, write_config, write_jsonl
+
+    files: dict[str, list[str]] = {"train": [], "val": []}
+    for name in ("iris", "wine"):
+        train, test = dataset_records(name)
+        files["train"].append(str(write_jsonl(tmp_path / "data" / name / "train.jsonl", train)))
+        files["val"].append(str(write_jsonl(tmp_path / "data" / name / "test.jsonl", test)))
+    (tmp_path / "configs").mkdir()
+    raw = config_data(files, Path("outputs/multi_datasets"))
+    write_config(tmp_path / "configs" / "multi_datasets_config.yaml", raw)
+    result = run_bash("-euo", "pipefail", "-c", block("train"), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "📊 TRAIN - OVERALL" in result.stdout and "完整评估结果" in result.stdout
+    assert (tmp_path / "outputs" / "multi_datasets" / "best_model" / "model.safetensors").exists()
