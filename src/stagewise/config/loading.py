@@ -11,14 +11,16 @@ from __future__ import annotations
 import bisect
 import contextlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from json.decoder import scanstring  # type: ignore[attr-defined]
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from stagewise.errors import ConfigError
+from stagewise.errors import ConfigError, StagewiseError
 
 KeyPath = tuple[str | int, ...]
 
@@ -67,6 +69,23 @@ def parse_document(text: str | bytes, source: str) -> Document:
     if source.lower().endswith(".json"):
         return parse_json(text, source)
     return parse_yaml(text, source)
+
+
+def read_document(
+    path: str | os.PathLike[str], what: str, error: type[StagewiseError] = ConfigError
+) -> Document:
+    """Read and parse the file at ``path``; a file that cannot be read is ``error``,
+    naming ``what`` it was meant to be."""
+    source = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise error(
+            f"cannot read the {what}: {exc.strerror or exc}",
+            location=source,
+            hint="check the path",
+        ) from None
+    return parse_document(raw, source)
 
 
 def decode_text(raw: bytes, source: str) -> str:

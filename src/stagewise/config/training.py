@@ -290,19 +290,11 @@ def load_training_config(
     """Read a training config, apply Hydra-style overrides (``training.lr=3e-4``), check
     it; returns the config and warnings (unknown keys, kept but unused)."""
     from stagewise.config.base import field_at, load_model, unknown_key_warnings
-    from stagewise.config.loading import Document, parse_document
+    from stagewise.config.loading import Document, read_document
     from stagewise.config.overrides import apply_overrides, parse_overrides
 
     source = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read the training config: {exc.strerror or exc}",
-            location=source,
-            hint="check the path",
-        ) from None
-    doc = parse_document(raw, source)
+    doc = read_document(path, "training config")
     if overrides:
         if not isinstance(doc.data, dict):
             raise ConfigError("the training config is not a mapping", location=source)

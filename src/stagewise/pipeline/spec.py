@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from stagewise.config.base import load_model, suggest, unknown_key_warnings
-from stagewise.config.loading import Document, parse_document
+from stagewise.config.loading import Document, read_document
 from stagewise.config.pipeline import PipelineFile, TaskSpec
 from stagewise.errors import ConfigError, PipelineError, Problem
 from stagewise.pipeline import tasks as task_types
@@ -56,15 +56,7 @@ class LoadedPipeline:
 def load_pipeline(path: str | Path, overrides: Sequence[str] = ()) -> LoadedPipeline:
     """Read, override and check a pipeline file; one error lists every problem."""
     source = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise PipelineError(
-            f"cannot read the pipeline file: {exc.strerror or exc}",
-            location=source,
-            hint="check the path",
-        ) from None
-    doc = parse_document(raw, source)
+    doc = read_document(path, "pipeline file", PipelineError)
     if overrides:
         doc = Document(apply_pipeline_overrides(doc.data, overrides, source), source, doc.lines)
     _anchor_function_files(doc.data, Path(path).resolve().parent)
