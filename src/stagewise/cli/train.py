@@ -42,7 +42,8 @@ def train(
     no_resume: bool = typer.Option(
         False,
         "--no-resume",
-        help="Start from scratch even when output_dir holds checkpoints of an earlier run.",
+        help="Start from scratch even when output_dir holds checkpoints of an earlier run "
+        "(its files are moved to output_dir/previous-<time>/, nothing is deleted).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON at the end."),
     deepspeed_config: Path | None = typer.Option(
