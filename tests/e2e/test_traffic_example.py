@@ -51,23 +51,10 @@ def test_traffic_example_beats_both_baselines(tmp_path: Path) -> None:
 def test_training_on_a_store_with_nan_for_missing_readings_stays_finite(
     tmp_path: Path, one_thread: None
 ) -> None:
-    from stagewise.config.preprocess import PreprocessConfig
     from stagewise.config.training import TrainConfig
-    from stagewise.data.preprocess import preprocess
-    from stagewise.data.synth import synth_traffic
     from stagewise.train.recipe import train
 
-    synth_traffic(tmp_path / "raw", nodes=2, steps=576, missing=0.05, seed=1)
-    store = str(tmp_path / "city")
-    preprocess(
-        PreprocessConfig.model_validate(
-            {
-                "source": str(tmp_path / "raw" / "records.parquet"),
-                "output": store,
-                "timeseries": {"missing": "nan", "patch_size": 0},
-            }
-        )
-    )
+    store = city_store(tmp_path, missing="nan", steps=576, seed=1)
     config = TrainConfig.model_validate(
         {
             "model": {"name": "timeseries", "num_labels": 1, "options": {"d_model": 16}},
@@ -100,24 +87,11 @@ def test_missing_targets_count_in_no_metric() -> None:
 
 
 def test_a_zero_filled_stores_zeros_are_missing_targets(tmp_path: Path) -> None:
-    from stagewise.config.preprocess import PreprocessConfig
     from stagewise.config.training import TrainConfig
-    from stagewise.data.preprocess import preprocess
     from stagewise.data.samples import open_store
-    from stagewise.data.synth import synth_traffic
     from stagewise.train.data import read_store
 
-    synth_traffic(tmp_path / "raw", nodes=2, steps=400, missing=0.05, seed=3)
-    store = str(tmp_path / "city")
-    preprocess(
-        PreprocessConfig.model_validate(
-            {
-                "source": str(tmp_path / "raw" / "records.parquet"),
-                "output": store,
-                "timeseries": {"missing": "zero", "patch_size": 0},
-            }
-        )
-    )
+    store = city_store(tmp_path, missing="zero", steps=400, seed=3)
     config = TrainConfig.model_validate(
         {
             "model": {"name": "timeseries", "num_labels": 1},
@@ -129,3 +103,18 @@ def test_a_zero_filled_stores_zeros_are_missing_targets(tmp_path: Path) -> None:
     raw = np.asarray(open_store(store).split("train").take(np.arange(len(table)))["y"])
     assert np.isnan(table.targets).sum() == (raw == 0).sum() > 0
     assert np.array_equal(np.isnan(table.targets), raw == 0)
+
+
+def city_store(tmp_path: Path, *, missing: str, steps: int, seed: int) -> str:
+    """A two-sensor synthetic city, 5% of readings missing, preprocessed into a store."""
+    from stagewise.config.preprocess import PreprocessConfig
+    from stagewise.data.preprocess import preprocess
+    from stagewise.data.synth import synth_traffic
+
+    synth_traffic(tmp_path / "raw", nodes=2, steps=steps, missing=0.05, seed=seed)
+    store = str(tmp_path / "city")
+    source = str(tmp_path / "raw" / "records.parquet")
+    config = {"source": source, "output": store}
+    config["timeseries"] = {"missing": missing, "patch_size": 0}
+    preprocess(PreprocessConfig.model_validate(config))
+    return store
