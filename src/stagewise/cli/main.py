@@ -13,6 +13,7 @@ from stagewise.cli import data as data_commands
 from stagewise.cli import pipeline as pipeline_commands
 from stagewise.cli import release as release_commands
 from stagewise.cli import runs as runs_commands
+from stagewise.cli import select as select_commands
 from stagewise.cli import stage as stage_commands
 from stagewise.cli import train as train_commands
 from stagewise.cli.output import render_error
@@ -33,6 +34,7 @@ app.add_typer(runs_commands.app, name="runs")
 app.add_typer(artifact_commands.app, name="artifacts")
 app.command("train")(train_commands.train)
 app.command("eval")(train_commands.evaluate)
+app.add_typer(select_commands.app, name="select")
 
 
 def _version(value: bool) -> None:

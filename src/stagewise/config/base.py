@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PrivateAttr, ValidationError
@@ -93,6 +95,30 @@ def load_model(model: type[M], doc: Document, *, what: str | None = None) -> M:
         ) from None
     obj._source = doc.data
     return obj
+
+
+def load_config_file(
+    model: type[M], path: str | Path, overrides: Sequence[str] = (), *, what: str
+) -> tuple[M, list[Problem]]:
+    """Read a config file, apply Hydra-style overrides (``training.lr=3e-4``; a key the
+    schema declares can be set without ``+``), check it; returns the config and warnings
+    (unknown keys, kept but unused)."""
+    from stagewise.config.loading import read_document
+    from stagewise.config.overrides import apply_overrides, parse_overrides
+
+    doc = read_document(path, what)
+    if overrides:
+        if not isinstance(doc.data, dict):
+            raise ConfigError(f"the {what} is not a mapping", location=str(path))
+        data = apply_overrides(
+            doc.data,
+            parse_overrides(overrides),
+            what=f"the {what}",
+            declared=lambda key: field_at(model, key) is not None,
+        )
+        doc = Document(data, doc.source, doc.lines)
+    config = load_model(model, doc, what=what)
+    return config, unknown_key_warnings(config, doc)
 
 
 def unknown_key_warnings(obj: FormatModel, doc: Document) -> list[Problem]:

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from stagewise.config.base import FormatModel
-from stagewise.errors import ConfigError, Problem
+from stagewise.errors import Problem
 
 _METRIC = re.compile(r"^(overall|[A-Za-z0-9][A-Za-z0-9_.\-]*?)_(accuracy|loss|mae|rmse|mape)$")
 
@@ -289,22 +289,6 @@ def load_training_config(
 ) -> tuple[TrainConfig, list[Problem]]:
     """Read a training config, apply Hydra-style overrides (``training.lr=3e-4``), check
     it; returns the config and warnings (unknown keys, kept but unused)."""
-    from stagewise.config.base import field_at, load_model, unknown_key_warnings
-    from stagewise.config.loading import Document, read_document
-    from stagewise.config.overrides import apply_overrides, parse_overrides
+    from stagewise.config.base import load_config_file
 
-    source = str(path)
-    doc = read_document(path, "training config")
-    if overrides:
-        if not isinstance(doc.data, dict):
-            raise ConfigError("the training config is not a mapping", location=source)
-        data = apply_overrides(
-            doc.data,
-            parse_overrides(overrides),
-            what="the training config",
-            declared=lambda key: field_at(TrainConfig, key) is not None,
-        )
-        doc = Document(data, source, doc.lines)
-    config = load_model(TrainConfig, doc, what="training config")
-    warnings = unknown_key_warnings(config, doc)
-    return config, warnings
+    return load_config_file(TrainConfig, path, overrides, what="training config")

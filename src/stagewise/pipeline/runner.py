@@ -32,6 +32,7 @@ from stagewise.pipeline.resolve import Resolver
 from stagewise.pipeline.resources import Request
 from stagewise.pipeline.worker import Outcome, Work
 from stagewise.store import artifacts as files
+from stagewise.store.locations import timestamped_folder
 from stagewise.store.runs import DONE, FINISHED, ArtifactRecord, Changes, Claim, RunRecord, RunStore
 
 HEARTBEAT_SECONDS = 5.0
@@ -87,21 +88,7 @@ def make_executor(options: RunOptions) -> Executor:
 
 def output_folder(root: str | None, pipeline: str, overrides: list[str]) -> Path:
     """Seed 001's ``outputs/<pipeline>/<date>/<time>-<overrides>/``, created empty."""
-    from stagewise.config.overrides import override_dirname, parse_overrides
-
-    base = Path(root or os.environ.get("STAGEWISE_OUTPUTS") or "outputs").resolve()
-    now = datetime.now()
-    suffix = override_dirname(parse_overrides(overrides)) if overrides else ""
-    name = now.strftime("%H-%M-%S") + (f"-{suffix}" if suffix else "")
-    folder = base / pipeline / now.strftime("%Y-%m-%d") / name
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    candidate, n = folder, 1
-    while True:  # made here, so that two runs started in one second get their own
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            candidate, n = folder.with_name(f"{folder.name}_{n}"), n + 1
+    return timestamped_folder(root, pipeline, overrides)
 
 
 def start_run(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from stagewise.errors import StagewiseError
@@ -55,3 +57,23 @@ def join(base: str, relative: str) -> str:
     if is_url(base):
         return base.rstrip("/") + "/" + relative.lstrip("/")
     return os.path.join(base, relative)
+
+
+def timestamped_folder(root: str | None, name: str, overrides: list[str]) -> Path:
+    """Seed 001's ``outputs/<name>/<date>/<time>-<overrides>/`` (Hydra's run folder),
+    created empty; ``root`` defaults to ``STAGEWISE_OUTPUTS`` or ``./outputs``."""
+    from stagewise.config.overrides import override_dirname, parse_overrides
+
+    base = Path(root or os.environ.get("STAGEWISE_OUTPUTS") or "outputs").resolve()
+    now = datetime.now()
+    suffix = override_dirname(parse_overrides(overrides)) if overrides else ""
+    leaf = now.strftime("%H-%M-%S") + (f"-{suffix}" if suffix else "")
+    folder = base / name / now.strftime("%Y-%m-%d") / leaf
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = folder, 1
+    while True:  # made here, so that two runs started in one second get their own
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            candidate, n = folder.with_name(f"{folder.name}_{n}"), n + 1

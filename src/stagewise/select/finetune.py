@@ -1,0 +1,144 @@
+"""Stage 3, finetune: LoRA (PEFT) on a standard Hugging Face causal LM.
+
+The target model is a plain ``AutoModelForCausalLM`` folder (no quality gates). With
+``peft_mode: lora`` adapters (r 128, alpha 256 by default, the seed's values) go on the
+attention and MLP projections and only they are trained and saved:
+``checkpoint-<step>/adapter_config.json`` + ``adapter_model.safetensors`` while training,
+``checkpoint-final/`` at the end. ``dataset.mode: subset`` trains on the selection
+(``selected_data.jsonl``), ``full`` on all the data, for the comparison.
+
+One process runs on the CPU or a GPU; under torchrun several processes train with DDP,
+or FSDP with ``training.fsdp: full_shard auto_wrap`` (both written to torch's documented
+API and untested here: no GPU).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from stagewise.config.selection import FinetuneConfig
+from stagewise.errors import ConfigError
+from stagewise.select import loop
+from stagewise.select.encoding import collate, encode, pad_id
+from stagewise.select.gate import quiet_transformers
+from stagewise.select.losses import shifted_cross_entropy
+from stagewise.select.outputs import output_folder
+from stagewise.select.records import read_records, require_records, subset
+
+FINAL = "checkpoint-final"
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    output_dir: Path
+    final: Path
+    records: int
+    last: dict[str, Any]
+
+
+def load_target(name: str) -> tuple[nn.Module, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quiet_transformers()
+    folder = Path(name)
+    if not (folder / "config.json").is_file():
+        raise ConfigError(
+            f"no local model folder {name!r} (nothing is downloaded at run time)",
+            location="training.model.name",
+            hint="download the model once (e.g. huggingface-cli download NAME --local-dir DIR) "
+            "and set training.model.name=DIR",
+        )
+    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+    return model, AutoTokenizer.from_pretrained(folder, local_files_only=True)
+
+
+def finetune(
+    config: FinetuneConfig, overrides: Sequence[str] = (), echo: loop.Echo = print
+) -> FinetuneResult:
+    procs = loop.processes(config.training.device)
+    settings, data = config.training, config.dataset
+    torch.manual_seed(config.seed)  # the adapters' initial weights
+
+    model, tokenizer = load_target(settings.model.name)
+    records = subset(read_records(data.data_path), data.subset_ratio, config.seed)
+    require_records(records, "finetune on")
+    if data.mode == "subset" and not all("scores" in r.extra for r in records):
+        echo("note: dataset.mode is subset but data_path is not a selected_data.jsonl (no scores)")
+    examples = [
+        encode(r, tokenizer, data.max_seq_len, full_sequence=settings.full_sequence_prediction)
+        for r in records
+    ]
+    out = output_folder(config, "finetune", overrides)
+    if settings.peft_mode == "lora":
+        model = _with_lora(model, settings.lora.model_dump())
+    if settings.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    echo(
+        f"finetune: {len(records)} records ({data.mode}), {settings.peft_mode} on {settings.model.name}"
+    )
+    pad = pad_id(tokenizer)
+
+    def step_loss(
+        trained: nn.Module, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = trained(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        ).logits
+        loss = shifted_cross_entropy(logits, batch["labels"])
+        return loss, {"loss": float(loss.detach())}
+
+    def save_files(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    run_id = loop.fingerprint(
+        "finetune",
+        [(r.dataset, r.id) for r in records],
+        settings.model_dump(mode="json"),
+        config.seed,
+        data.max_seq_len,
+    )
+    last = loop.train(
+        model,
+        examples,
+        lambda items: collate(items, pad),
+        step_loss,
+        settings,
+        out=out,
+        seed=config.seed,
+        run_fingerprint=run_id,
+        save_files=save_files,
+        procs=procs,
+        shuffle=data.shuffle,
+        echo=echo,
+    )
+    final = out / FINAL
+    shutil.rmtree(final, ignore_errors=True)
+    shutil.copytree(
+        loop.checkpoints(out)[-1], final, ignore=shutil.ignore_patterns(loop.STATE_FILE)
+    )
+    echo(f"✅ finetune done: {final}")
+    return FinetuneResult(out, final, len(records), last)
+
+
+def _with_lora(model: nn.Module, lora: dict[str, Any]) -> nn.Module:
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    names = {name.rpartition(".")[2] for name, _ in model.named_modules()}
+    missing = [m for m in lora["target_modules"] if m not in names]
+    if missing:
+        raise ConfigError(
+            f"the model has no module(s) named {', '.join(missing)}",
+            location="training.lora.target_modules",
+            hint="list module names of this architecture (Qwen and Llama: q_proj, k_proj, "
+            "v_proj, o_proj, gate_proj, up_proj, down_proj)",
+        )
+    config = LoraConfig(task_type=TaskType.CAUSAL_LM, **lora)
+    return get_peft_model(model, config)

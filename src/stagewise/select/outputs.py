@@ -1,0 +1,31 @@
+"""Where a stage writes: ``output_dir``, or seed 001's timestamped folder
+``outputs/stage_<n>_<name>/<date>/<time>-<overrides>/``, with the resolved config beside
+the results (``config.yaml``: every setting, defaults included)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from stagewise.config.base import FormatModel
+from stagewise.config.loading import dump_yaml
+from stagewise.store.atomic import atomic_write
+from stagewise.store.locations import timestamped_folder
+
+FOLDERS = {
+    "warmup": "stage_1_warmup",
+    "selection": "stage_2_selection",
+    "finetune": "stage_3_finetune",
+}
+
+
+def output_folder(config: FormatModel, stage: str, overrides: Sequence[str] = ()) -> Path:
+    """The stage's folder, created; the resolved config is written into it."""
+    chosen = getattr(config, "output_dir", None)
+    if chosen:
+        folder = Path(chosen)
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        folder = timestamped_folder(None, FOLDERS[stage], list(overrides))
+    atomic_write(folder / "config.yaml", dump_yaml(config.model_dump(mode="json")))
+    return folder
