@@ -54,7 +54,10 @@ def pick(
     alpha: float = 1.0,
     eps: float = EPS,
     data: Sequence[str] | None = None,
+    out: Path | None = None,
 ) -> list[Selection]:
+    """Select in every experiment under ``root``; ``out`` (one experiment only) puts the
+    files there instead of in the experiment's folder."""
     if isinstance(percentage, bool) or not 0 < percentage <= 1:
         raise ConfigError(
             f"selection percentage {percentage!r} is outside (0, 1]",
@@ -72,7 +75,13 @@ def pick(
             location=str(root),
             hint="run 'stagewise select score CONFIG' first and point at its output folder",
         )
-    return [_select(folder, percentage, scope, alpha, eps, data) for folder in folders]
+    if out is not None and len(folders) > 1:
+        raise DataError(
+            f"{len(folders)} experiments under this folder; an output folder takes one",
+            location=str(root),
+            hint="point at one selection run's output folder",
+        )
+    return [_select(f, percentage, scope, alpha, eps, data, out or f.parent) for f in folders]
 
 
 def load_router_data(path: Path) -> dict:
@@ -102,6 +111,7 @@ def _select(
     alpha: float,
     eps: float,
     data: Sequence[str] | None,
+    experiment: Path,
 ) -> Selection:
     files = sorted(folder.glob(f"*{SUFFIX}"))
     parts = [load_router_data(p) for p in files]
@@ -141,7 +151,7 @@ def _select(
 
     files_read = data or parts[0].get("metadata", {}).get("data_files") or []
     records = {(r.dataset, r.id): r for r in read_records(files_read, what="the data files")}
-    experiment = folder.parent
+    experiment.mkdir(parents=True, exist_ok=True)
     lines = []
     for value, d, r in chosen:
         key = (names[d], str(parts[d]["sample_ids"][r]))

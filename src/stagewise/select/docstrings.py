@@ -22,7 +22,7 @@ MODULES = (
     "glob", "gzip", "hashlib", "heapq", "inspect", "io", "itertools", "json", "logging",
     "os", "pathlib", "pickle", "pprint", "queue", "random", "re", "shutil", "socket",
     "statistics", "string", "subprocess", "tarfile", "tempfile", "textwrap", "threading",
-    "typing", "unittest", "urllib.parse", "uuid", "zipfile",
+    "unittest", "urllib.parse", "uuid", "zipfile",
 )  # fmt: skip
 CORRUPTIONS = ("shuffled", "random_characters", "repeated", "truncated")
 _SPACE = re.compile(r"\s+")

@@ -27,7 +27,7 @@ from stagewise.config.selection import FinetuneConfig
 from stagewise.errors import ConfigError
 from stagewise.select import loop
 from stagewise.select.encoding import collate, encode, pad_id
-from stagewise.select.gate import quiet_transformers
+from stagewise.select.gate import quiet_transformers, with_lora
 from stagewise.select.losses import shifted_cross_entropy
 from stagewise.select.outputs import output_folder
 from stagewise.select.records import read_records, require_records, subset
@@ -129,7 +129,7 @@ def finetune(
 
 
 def _with_lora(model: nn.Module, lora: dict[str, Any]) -> nn.Module:
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import LoraConfig, TaskType
 
     names = {name.rpartition(".")[2] for name, _ in model.named_modules()}
     missing = [m for m in lora["target_modules"] if m not in names]
@@ -141,4 +141,4 @@ def _with_lora(model: nn.Module, lora: dict[str, Any]) -> nn.Module:
             "v_proj, o_proj, gate_proj, up_proj, down_proj)",
         )
     config = LoraConfig(task_type=TaskType.CAUSAL_LM, **lora)
-    return get_peft_model(model, config)
+    return with_lora(model, config)

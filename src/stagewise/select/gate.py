@@ -118,6 +118,20 @@ def quiet_transformers() -> None:
     logging.set_verbosity_error()
 
 
+def with_lora(model: nn.Module, config: Any) -> nn.Module:
+    """``peft.get_peft_model``, without the deprecation warning that peft's own call into
+    transformers raises (``is_gradient_checkpointing``)."""
+    import warnings
+
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+        )
+        return get_peft_model(model, config)
+
+
 def model_type(folder: Path) -> str:
     """The ``model_type`` of a Hugging Face folder, refused unless it is supported."""
     config_file = folder / "config.json"

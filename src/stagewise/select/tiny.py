@@ -88,6 +88,7 @@ def build_tiny_base(
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
     began = time.monotonic()
+    loss = None
     model.train()
     for step in range(steps):
         starts = [rng.randrange(len(tokens) - seq_len - 1) for _ in range(batch_size)]
@@ -101,11 +102,13 @@ def build_tiny_base(
         optimizer.zero_grad(set_to_none=True)
         if (step + 1) % 50 == 0 or step + 1 == steps:
             echo(
-                f"  pretraining step {step + 1}/{steps}: loss {float(loss):.3f} ({time.monotonic() - began:.0f} s)"
+                f"  pretraining step {step + 1}/{steps}: loss {float(loss.detach()):.3f} "
+                f"({time.monotonic() - began:.0f} s)"
             )
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    info = {"corpus_tokens": len(stream), "steps": steps, "last_loss": float(loss), "seed": seed}
+    info = {"corpus_tokens": len(stream), "steps": steps, "seed": seed}
+    info["last_loss"] = None if loss is None else float(loss.detach())
     (out / "pretraining.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
     return out

@@ -21,7 +21,12 @@ from torch import nn
 from stagewise.config.selection import WarmupConfig
 from stagewise.select import loop
 from stagewise.select.encoding import Encoded, collate, encode, pad_id
-from stagewise.select.gate import QualityGateForCausalLM, is_gate_parameter, load_selector
+from stagewise.select.gate import (
+    QualityGateForCausalLM,
+    is_gate_parameter,
+    load_selector,
+    with_lora,
+)
 from stagewise.select.losses import gate_statistics, quality_loss, shifted_cross_entropy
 from stagewise.select.outputs import output_folder
 from stagewise.select.records import read_records, require_records, subset
@@ -159,7 +164,7 @@ def _make_trainable(model: QualityGateForCausalLM, mode: str, r: int, alpha: int
         for name, parameter in model.lm.named_parameters():
             parameter.requires_grad_(is_gate_parameter(name))
         return
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import LoraConfig, TaskType
 
     lora = LoraConfig(
         task_type=TaskType.CAUSAL_LM,
@@ -168,7 +173,7 @@ def _make_trainable(model: QualityGateForCausalLM, mode: str, r: int, alpha: int
         lora_dropout=0.0,
         target_modules=["quality_gate.gate"],
     )
-    model.lm = get_peft_model(model.lm, lora)
+    model.lm = with_lora(model.lm, lora)
 
 
 def _length_order(records: Sequence[Any]) -> list[int]:
