@@ -29,6 +29,7 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/three-stage/run.sh
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/quickstart/training/run.sh
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/traffic/run.sh
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/llm-selection/run.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples docs

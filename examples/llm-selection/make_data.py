@@ -31,7 +31,9 @@ def main() -> None:
         out.writelines(json.dumps(r) + "\n" for r in pool)
     with open(args.out / "target.jsonl", "w", encoding="utf-8") as out:
         out.writelines(json.dumps(r | {"dataset": "target"}) + "\n" for r in targets)
-    print(f"{len(pool)} pool records ({args.clean} clean) and {len(targets)} target records in {args.out}")
+    print(
+        f"{len(pool)} pool records ({args.clean} clean) and {len(targets)} target records in {args.out}"
+    )
 
 
 if __name__ == "__main__":

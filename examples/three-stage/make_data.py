@@ -1,4 +1,4 @@
-"""Write the raw data of the two example pipelines under DIR.
+"""Write the raw data of the incremental-learning pipeline under DIR.
 
     python make_data.py DIR [--round 1|2] [--dataset wine|digits] [--seed 0]
 
@@ -10,32 +10,17 @@ For incremental-learning.yaml (seed 002), under DIR/user (mount it as /mnt/user)
   data/test/test.csv              held-out rows with their ``label``
 Round 1 writes 60% of the training rows; round 2 replaces raw/ and annotations/ with the
 other 40%: the new data that an incremental update of the deployed model learns from.
-
-For selection.yaml (seed 001), DIR/chats.jsonl: synthetic chat records in seed 001's
-shape ({"messages": [...], "dataset": ..., "id": ...}) from two data sets, some with
-careful answers and some with filler, so that selecting by quality has something to find.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
-import random
 import shutil
 from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import load_digits, load_wine
-
-TOPICS = ["sorting", "recursion", "caching", "gradients", "queues", "hashing", "parsers"]
-# Words of careful answers, and filler.
-RICH = (
-    "because each step halves remaining work so complexity stays logarithmic while memory "
-    "grows linearly consider invariants boundaries counterexamples proofs measurements "
-    "profiling benchmarks tradeoffs latency throughput correctness determinism"
-)
-FILLER = "ok sure yes maybe fine thing stuff good ok sure"
 
 
 def write_tables(root: Path, dataset: str, round_: int, seed: int) -> None:
@@ -70,30 +55,6 @@ def write_tables(root: Path, dataset: str, round_: int, seed: int) -> None:
     )
 
 
-def write_chats(path: Path, seed: int, count: int = 600) -> None:
-    rng = random.Random(seed)
-    with open(path, "w", encoding="utf-8") as out:
-        for n in range(count):
-            dataset = "openhermes" if n % 3 else "alpaca"
-            topic = rng.choice(TOPICS)
-            careful = rng.random() < 0.3
-            words = (
-                rng.sample(RICH.split(), 12)
-                if careful
-                else [rng.choice(FILLER.split()) for _ in range(12)]
-            )
-            record = {
-                "messages": [
-                    {"role": "user", "content": f"how do {topic} work and why"},
-                    {"role": "assistant", "content": f"{topic} " + " ".join(words)},
-                ],
-                "dataset": dataset,
-                "id": f"{dataset}_{n}",
-            }
-            out.write(json.dumps(record) + "\n")
-    print(f"{count} chat records in {path}")
-
-
 def _column(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
@@ -107,8 +68,6 @@ def main() -> None:
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     write_tables(args.dir / "user", args.dataset, args.round, args.seed)
-    if args.round == 1:
-        write_chats(args.dir / "chats.jsonl", args.seed)
 
 
 if __name__ == "__main__":

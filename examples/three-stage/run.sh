@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# The two pipelines of issue 4, run through the CLI as a user would:
-#   1. seed 002's incremental-learning pipeline (its YAML unchanged but for the images),
+# Seed 002's pipeline of issue 4, run through the CLI as a user would:
+#   seed 002's incremental-learning pipeline (its YAML unchanged but for the images),
 #      with /mnt/user mounted on a work folder: prepare -> train -> evaluate -> deploy;
 #      then new data arrives, the deployed model becomes the base, and the same pipeline
 #      trains incrementally from it; then a re-run with nothing changed is all cached.
-#   2. seed 001's warmup -> selection -> batch selection -> finetune (stand-in tasks),
-#      with parameters overridden in the seed's own grammar.
+# Seed 001's three-stage data selection is examples/llm-selection/.
 # Run it with: bash examples/three-stage/run.sh [WORK_DIR]   (needs scikit-learn)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -17,10 +16,9 @@ outputs="$work/outputs"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "0. Raw data: wine rows, their annotations and a test set under $work/user; chats"
+step "0. Raw data: wine rows, their annotations and a test set under $work/user"
 python "$here/make_data.py" "$work"
 
-# The pipeline files are here (their stand_ins.py:... functions resolve beside them).
 cd "$here"
 
 step "1. Incremental learning, round 1: the seed's YAML with /mnt/user mounted"
@@ -43,10 +41,6 @@ step "3. The same again: nothing changed, every task is answered from the cache"
 stagewise run incremental-learning.yaml --mount /mnt/user="$work/user" --fit-resources \
   --outputs "$outputs"
 
-step "4. Seed 001's three stages, with the seed's overrides"
-stagewise run selection.yaml data_path="$work/chats.jsonl" training.learning_rate=1e-3 \
-  selection_percentage=0.1 --outputs "$outputs"
-
-step "5. The runs, and where their outputs went"
+step "4. The runs, and where their outputs went"
 stagewise runs list
-find "$outputs" -name selected_data.jsonl -o -name training_summary.json | sort
+find "$work/user/models" "$work/user/results" -name "*.json" | sort

@@ -37,7 +37,16 @@ def test_three_stage_example_runs_end_to_end(tmp_path) -> None:
     assert "test accuracy" in out and "for 10 epochs" in out
     assert out.count("succeeded") >= 4
     assert (tmp_path / "user" / "models" / "deployed").is_dir()
-    assert list((tmp_path / "outputs").rglob("selected_data.jsonl"))
+
+
+def test_llm_selection_example_runs_end_to_end(tmp_path) -> None:
+    """Seed 001's recipe on the tiny model: six tasks, then all from the cache."""
+    result = run_bash(str(ROOT / "examples" / "llm-selection" / "run.sh"), str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "6 succeeded" in out and "6 cached" in out
+    assert "48 records kept" in out
+    assert "adapter_model.safetensors" in out
 
 
 def test_training_quickstart_trains_to_the_issues_accuracy(tmp_path) -> None:

@@ -1,12 +1,11 @@
 """examples/three-stage end to end through the Python API: seed 002's incremental-learning
-pipeline (built-in task types, /mnt/user mounted) and seed 001's three stages (stand-ins),
-each run, re-run from the cache, and (the seed's loop) run again on new data."""
+pipeline (built-in task types, /mnt/user mounted) run, re-run from the cache, and (the
+seed's loop) run again on new data. Seed 001's stages: tests/select/test_pipeline.py."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,13 +25,12 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "three-stage"
 
 @pytest.fixture
 def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the example folder as the working directory (its YAML names stand_ins.py
-    relative to it), with the raw data of both pipelines under work/."""
+    """A copy of the example folder as the working directory, with the raw data under
+    work/."""
     folder = tmp_path / "three-stage"
     shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.chdir(folder)
     make_data(folder).write_tables(tmp_path / "work" / "user", "wine", 1, 0)
-    make_data(folder).write_chats(tmp_path / "work" / "chats.jsonl", 0)
     return folder
 
 
@@ -110,54 +108,6 @@ def test_incremental_learning_runs_caches_and_learns_from_new_data(
     model = json.loads((user / "models" / "incremental" / "model.json").read_text())
     assert model["base_model"] == str(user / "models" / "base")
     assert model["epochs_run"] == 10  # incremental_ratio 0.1 of 100 epochs
-
-
-def test_the_three_stages_select_by_gate_score_and_rerun_from_the_cache(
-    tmp_path: Path, example: Path
-) -> None:
-    chats = tmp_path / "work" / "chats.jsonl"
-    overrides = [f"data_path={chats}", "selection_percentage=0.1", "training.learning_rate=1e-3"]
-    first = run("selection.yaml", tmp_path, overrides)
-    assert first.state == "succeeded", first.error
-    folder = Path(first.output_dir)
-    # Seed 001's outputs/<pipeline>/<date>/<time>-<overrides>/ (long overrides are cut).
-    assert folder.parents[1].name == "three-stage-selection"
-    assert "-data_path=" in folder.name
-    gate = json.loads(
-        (folder / "warmup" / "model_checkpoint" / "full_rank_weights.json").read_text()
-    )
-    assert gate["records"] == 15 and gate["training"]["learning_rate"] == 1e-3
-    routed = sorted(p.name for p in (folder / "selection" / "router_data").iterdir())
-    assert routed == ["alpaca_router_data.jsonl", "openhermes_router_data.jsonl"]
-    selected = (
-        (folder / "batch-selection" / "selected_data" / "selected_data.jsonl")
-        .read_text()
-        .splitlines()
-    )
-    assert len(selected) == math.ceil(600 * 0.1)
-    # The stand-in gate prefers the careful answers over the filler.
-    filler = {"ok", "sure", "yes", "maybe", "fine", "thing", "stuff", "good"}
-    answers = [json.loads(line)["messages"][1]["content"].split()[1:] for line in selected]
-    assert sum(not set(words) & filler for words in answers) > 0.9 * len(answers)
-    summary = json.loads(
-        (
-            folder / "finetune" / "checkpoint" / "checkpoint-final" / "training_summary.json"
-        ).read_text()
-    )
-    assert summary["records"] == 60 and summary["steps"] == 1 and "stand-in" in summary["stand_in"]
-
-    again = run("selection.yaml", tmp_path, overrides)
-    assert set(states(again).values()) == {"cached"}
-    # A changed selection_percentage re-runs only what takes it, and what follows.
-    third = run(
-        "selection.yaml", tmp_path, [*overrides[:1], "selection_percentage=0.05", overrides[2]]
-    )
-    assert states(third) == {
-        "warmup": "cached",
-        "selection": "cached",
-        "batch-selection": "succeeded",
-        "finetune": "succeeded",
-    }
 
 
 def test_a_failed_tasks_event_names_the_error_not_its_hint(tmp_path: Path, example: Path) -> None:

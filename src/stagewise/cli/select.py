@@ -147,14 +147,11 @@ def pick(
         )
         return
     for s in selections:
-        rows = [[name, kept, of] for name, (kept, of) in s.per_dataset.items()]
-        console.print(
-            table(
-                f"{s.experiment}/selected_data.jsonl: {s.selected} of {s.total}",
-                ["dataset", "selected", "of"],
-                rows,
-            )
+        typer.echo(
+            f"{s.selected} of {s.total} records selected: {s.experiment / 'selected_data.jsonl'}"
         )
+        rows = [[name, kept, of] for name, (kept, of) in s.per_dataset.items()]
+        console.print(table(None, ["dataset", "selected", "of"], rows))
 
 
 @app.command("finetune")

@@ -17,9 +17,11 @@ and ``quality_gate.safetensors`` (the gate weights).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,18 +120,31 @@ def quiet_transformers() -> None:
     logging.set_verbosity_error()
 
 
-def with_lora(model: nn.Module, config: Any) -> nn.Module:
-    """``peft.get_peft_model``, without the deprecation warning that peft's own call into
-    transformers raises (``is_gradient_checkpointing``)."""
-    import warnings
-
-    from peft import get_peft_model
-
+@contextlib.contextmanager
+def peft_quiet() -> Iterator[None]:
+    """peft's own calls into transformers raise a deprecation warning
+    (``is_gradient_checkpointing``) that is no concern of our users."""
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
         )
+        yield
+
+
+def with_lora(model: nn.Module, config: Any) -> nn.Module:
+    """``peft.get_peft_model``, quietly."""
+    from peft import get_peft_model
+
+    with peft_quiet():
         return get_peft_model(model, config)
+
+
+def merge_lora(model: nn.Module, adapter: Path) -> nn.Module:
+    """The model with the adapter in ``adapter`` merged into its weights."""
+    from peft import PeftModel
+
+    with peft_quiet():
+        return PeftModel.from_pretrained(model, adapter).merge_and_unload()
 
 
 def model_type(folder: Path) -> str:

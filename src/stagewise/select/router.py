@@ -28,7 +28,12 @@ from stagewise.config.selection import ScoreConfig
 from stagewise.errors import ConfigError
 from stagewise.select import loop
 from stagewise.select.encoding import collate, encode, pad_id
-from stagewise.select.gate import QualityGateForCausalLM, load_gate_weights, load_selector
+from stagewise.select.gate import (
+    QualityGateForCausalLM,
+    load_gate_weights,
+    load_selector,
+    merge_lora,
+)
 from stagewise.select.outputs import output_folder
 from stagewise.select.records import expand, read_records, require_records, subset
 from stagewise.select.scoring import token_perplexity
@@ -139,9 +144,7 @@ def apply_checkpoint(model: QualityGateForCausalLM, path: str | None) -> str | N
         load_gate_weights(model, weights, str(location))
         return hashlib.sha256(location.read_bytes()).hexdigest()
     if (location / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        model.lm = PeftModel.from_pretrained(model.lm, location).merge_and_unload()
+        model.lm = merge_lora(model.lm, location)
         return hashlib.sha256((location / "adapter_model.safetensors").read_bytes()).hexdigest()
     raise ConfigError(
         "no warmup weights here (no full_rank_weights.pt, no LoRA adapter_config.json)",

@@ -20,6 +20,7 @@ import torch
 
 from stagewise.errors import ConfigError
 from stagewise.select.docstrings import corpus
+from stagewise.select.gate import quiet_transformers
 
 EOS = "<|endoftext|>"
 ARCHITECTURES = ("qwen2", "llama")
@@ -63,6 +64,7 @@ def build_tiny_base(
         raise ConfigError(
             f"unknown architecture {architecture!r}", hint=f"use one of {', '.join(ARCHITECTURES)}"
         )
+    quiet_transformers()
     torch.manual_seed(seed)
     texts = corpus()
     tokenizer = train_tokenizer(texts, vocab_size)
