@@ -93,3 +93,17 @@ def test_train_commands_run(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "📊 TRAIN - OVERALL" in result.stdout and "完整评估结果" in result.stdout
     assert (tmp_path / "outputs" / "multi_datasets" / "best_model" / "model.safetensors").exists()
+
+
+def test_select_commands_run(tmp_path: Path) -> None:
+    """The README's `stagewise select` lines: the seed's three stages and batch selection,
+    in a copy of examples/llm-selection."""
+    (tmp_path / "examples").symlink_to(README.parent / "examples")
+    result = run_bash("-euo", "pipefail", "-c", block("select"), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    work = tmp_path / "my-selection"
+    assert (work / "outputs" / "warmup" / "full_rank_weights.pt").is_file()
+    assert (work / "outputs" / "selection" / "router_data" / "docs_router_data.pt").is_file()
+    assert "48 of 192 records selected" in result.stdout
+    finetuned = list((work / "outputs" / "stage_3_finetune").rglob("checkpoint-final"))
+    assert len(finetuned) == 1 and (finetuned[0] / "adapter_model.safetensors").is_file()

@@ -104,7 +104,7 @@ def test_bad_values_are_located_and_unknown_keys_warned(tmp_path: Path) -> None:
         load_stage_config(FinetuneConfig, write(tmp_path, "bad.yaml", text))
     (problem,) = caught.value.problems
     assert problem.key == "dataset.subset_ratio" and problem.line == 12
-    config, warnings = load_stage_config(
+    _, warnings = load_stage_config(
         FinetuneConfig, write(tmp_path, "ok.yaml", STAGE_3 + "extra_key: 1\n")
     )
     assert [w.message for w in warnings] == ["unknown key 'extra_key' is ignored"]

@@ -128,7 +128,7 @@ def test_a_base_model_of_another_architecture_is_refused(base_model: Path, tmp_p
     assert caught.value.location == f"{folder / 'config.json'} (model_type)"
     assert "Qwen2, Qwen3 or Llama" in (caught.value.hint or "")
     assert not (tmp_path / "out").exists()
-    with pytest.raises(ConfigError, match="no config.json"):
+    with pytest.raises(ConfigError, match=r"no config\.json"):
         convert(tmp_path / "nothing", tmp_path / "out")
 
 

@@ -354,13 +354,13 @@ def test_finetune_trains_and_saves_lora_adapters_only(
 
 def test_finetune_refuses_what_it_cannot_train(tmp_path: Path, base_model: Path, chats) -> None:
     data = chats(2)
-    with pytest.raises(ConfigError, match="no local model folder 'Qwen/Qwen2.5-1.5B'") as caught:
+    with pytest.raises(ConfigError, match=r"no local model folder 'Qwen/Qwen2\.5-1\.5B'") as caught:
         finetune(
             finetune_config(tmp_path, base_model, data, "training.model.name=Qwen/Qwen2.5-1.5B"),
             echo=QUIET,
         )
     assert "huggingface-cli download" in (caught.value.hint or "")
-    with pytest.raises(ConfigError, match="no module.s. named c_attn"):
+    with pytest.raises(ConfigError, match=r"no module\(s\) named c_attn"):
         finetune(
             finetune_config(
                 tmp_path, base_model, data, "training.lora.target_modules=[q_proj,c_attn]"
