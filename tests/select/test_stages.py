@@ -384,3 +384,52 @@ def test_finetune_in_full_mode_trains_every_weight(tmp_path: Path, base_model: P
     assert (result.final / "model.safetensors").is_file() and not (
         result.final / "adapter_config.json"
     ).exists()
+
+
+def test_without_output_dir_a_stage_writes_to_the_seeds_timestamped_folder(
+    tmp_path: Path, base_model: Path, chats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = chats(2)
+    monkeypatch.chdir(tmp_path)
+    settings = finetune_config(tmp_path, base_model, data, "~output_dir")
+    result = finetune(settings, ["training.epochs=1"], echo=QUIET)
+    folder = result.output_dir
+    assert folder.parents[1] == tmp_path / "outputs" / "stage_3_finetune"
+    assert folder.name.endswith("-training.epochs=1") and len(folder.parent.name) == 10
+    assert yaml.safe_load((folder / "config.yaml").read_text())["training"]["lora"]["r"] == 4
+
+
+def test_finetune_on_two_gloo_processes(tmp_path: Path, base_model: Path, chats) -> None:
+    """torchrun with two CPU processes: DDP over gloo, one output folder, rank 0 writes."""
+    import subprocess
+    import sys
+
+    data = chats(4)
+    path = tmp_path / "stage_3_finetune.yaml"
+    settings = {
+        "stage": "finetune",
+        "training": {
+            "model": {"name": str(base_model)},
+            "lora": {"r": 4, "lora_alpha": 8},
+            "batch_size": 4,
+            "epochs": 1,
+            "log_every": 1,
+        },
+        "dataset": {"data_path": [str(data)], "max_seq_len": 48},
+    }
+    path.write_text(yaml.safe_dump(settings))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    done = subprocess.run(
+        [*torchrun, "-m", "stagewise", "select", "finetune", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=240,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (folder,) = (tmp_path / "outputs" / "stage_3_finetune").glob("*/*")  # one run folder
+    assert (folder / "checkpoint-final" / "adapter_model.safetensors").is_file()
+    assert "1 x 2 per process, 2 process(es)" in done.stdout
+    assert done.stdout.count("finetune done") == 1
+    assert len((folder / "metrics.jsonl").read_text().splitlines()) == 2

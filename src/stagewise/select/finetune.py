@@ -14,7 +14,6 @@ API and untested here: no GPU).
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,12 +118,9 @@ def finetune(
         shuffle=data.shuffle,
         echo=echo,
     )
-    final = out / FINAL
-    shutil.rmtree(final, ignore_errors=True)
-    shutil.copytree(
-        loop.checkpoints(out)[-1], final, ignore=shutil.ignore_patterns(loop.STATE_FILE)
-    )
-    echo(f"✅ finetune done: {final}")
+    final = loop.publish(out, procs, FINAL)
+    if procs.rank == 0:
+        echo(f"✅ finetune done: {final}")
     return FinetuneResult(out, final, len(records), last)
 
 

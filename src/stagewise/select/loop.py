@@ -127,6 +127,8 @@ def train(
     echo: Echo = print,
 ) -> dict[str, Any]:
     """Train ``model``'s trainable parameters; returns the last step's numbers."""
+    if procs.rank != 0:
+        echo = _silent  # rank 0 speaks for the run
     plan = schedule(settings, len(examples), procs.world)
     trained = _wrap(model, settings, procs)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -185,7 +187,32 @@ def train(
                 log.write(json.dumps(last) + "\n")
         if done % save_every == 0 or done == plan.total_steps:
             _save(out, done, model, optimizer, run_fingerprint, save_files, procs, settings)
+            _barrier(procs)
     return last
+
+
+def publish(out: Path, procs: Processes, name: str, only: str | None = None) -> Path:
+    """Copy the newest checkpoint's files (or its file ``only``) to ``out/name``, without
+    the trainer state: the stage's result. Rank 0 copies; every rank gets the path."""
+    target = out / name
+    if procs.rank == 0:
+        newest = checkpoints(out)[-1]
+        if only:
+            shutil.copyfile(newest / only, target)
+        else:
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(newest, target, ignore=shutil.ignore_patterns(STATE_FILE))
+    _barrier(procs)
+    return target
+
+
+def _silent(_text: str) -> None:
+    return None
+
+
+def _barrier(procs: Processes) -> None:
+    if procs.world > 1 and torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 def _wrap(model: nn.Module, settings: LoopSettings, procs: Processes) -> nn.Module:

@@ -20,12 +20,21 @@ FOLDERS = {
 
 
 def output_folder(config: FormatModel, stage: str, overrides: Sequence[str] = ()) -> Path:
-    """The stage's folder, created; the resolved config is written into it."""
+    """The stage's folder, created; the resolved config is written into it. Under
+    torchrun, rank 0 makes it and tells the others (one timestamped folder per run)."""
+    import torch.distributed as dist
+
+    shared = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    rank = dist.get_rank() if shared else 0
     chosen = getattr(config, "output_dir", None)
-    if chosen:
-        folder = Path(chosen)
+    made = [""]
+    if rank == 0:
+        folder = (
+            Path(chosen) if chosen else timestamped_folder(None, FOLDERS[stage], list(overrides))
+        )
         folder.mkdir(parents=True, exist_ok=True)
-    else:
-        folder = timestamped_folder(None, FOLDERS[stage], list(overrides))
-    atomic_write(folder / "config.yaml", dump_yaml(config.model_dump(mode="json")))
-    return folder
+        atomic_write(folder / "config.yaml", dump_yaml(config.model_dump(mode="json")))
+        made = [str(folder)]
+    if shared:
+        dist.broadcast_object_list(made, src=0)
+    return Path(made[0])

@@ -9,7 +9,6 @@ on the gates through PEFT; the adapters go to ``checkpoint-final/``. The loss is
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,15 +146,12 @@ def warmup(
         shuffle=data.shuffle,
         echo=echo,
     )
-    newest = loop.checkpoints(out)[-1]
     if settings.peft_mode == "full_rank":
-        result = out / WEIGHTS_FILE
-        shutil.copyfile(newest / WEIGHTS_FILE, result)
+        result = loop.publish(out, procs, WEIGHTS_FILE, only=WEIGHTS_FILE)
     else:
-        result = out / FINAL
-        shutil.rmtree(result, ignore_errors=True)
-        shutil.copytree(newest, result, ignore=shutil.ignore_patterns(loop.STATE_FILE))
-    echo(f"✅ warmup done: {result}")
+        result = loop.publish(out, procs, FINAL)
+    if procs.rank == 0:
+        echo(f"✅ warmup done: {result}")
     return WarmupResult(out, result, last)
 
 
