@@ -120,3 +120,11 @@ def test_subset_is_seeded_per_dataset_and_keeps_target_records(tmp_path: Path) -
     assert [r.id for r in picked] == [r.id for r in subset(loaded, 0.25, seed=7)]
     assert [r.id for r in picked] != [r.id for r in subset(loaded, 0.25, seed=8)]
     assert subset(loaded, 1.0, seed=0) == loaded
+
+
+@pytest.mark.parametrize("name", ["../escape", "", ".hidden", "a/b", 3])
+def test_a_dataset_name_must_be_safe_as_a_file_name(tmp_path: Path, name: object) -> None:
+    path = write_jsonl(tmp_path / "x.jsonl", [CHAT | {"dataset": name}])
+    with pytest.raises(DataError) as caught:
+        read_records([str(path)])
+    assert "'dataset' must be a name" in caught.value.problems[0].message

@@ -16,6 +16,7 @@ import glob
 import json
 import math
 import random
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from stagewise.errors import DataError, Problem
 ROLES = ("system", "user", "assistant")
 _OPENHERMES_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user"}
 _MAX_PROBLEMS = 20
+_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,12 @@ def _record(raw: Any, path: Path, number: int, target: bool) -> ChatRecord:
     if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
         raise ValueError("the messages have no assistant turn with text")
     dataset = raw.get("dataset", path.stem.removesuffix(".jsonl"))
-    if not isinstance(dataset, str) or not dataset:
-        raise ValueError(f"'dataset' must be a name; found {dataset!r}")
+    if not isinstance(dataset, str) or not _NAME.fullmatch(dataset):
+        # The name becomes a file name (router_data/<dataset>_router_data.pt).
+        raise ValueError(
+            f"'dataset' must be a name of letters, digits, '.', '_' or '-' (not starting "
+            f"with '.'); found {dataset!r}"
+        )
     record_id = raw.get("id", f"{dataset}_{number}")
     if not isinstance(record_id, str | int) or isinstance(record_id, bool):
         raise ValueError(f"'id' must be text or a whole number; found {record_id!r}")
