@@ -56,8 +56,8 @@ class SelectionDataset(FormatModel):
     shuffle: bool = Field(True, description="shuffle the training order every epoch")
     sort_by_length: bool = Field(
         False,
-        description="batch records in descending order of their text length (less padding; "
-        "turns shuffling off)",
+        description="batch records in descending order of their token count (less padding; "
+        "turns shuffling off). The seed sorts by characters; tokens are what pads",
     )
     max_seq_len: int = Field(1024, ge=8, description="tokens kept per record (truncation)")
     mode: Literal["subset", "full"] = Field(

@@ -9,17 +9,18 @@ known-bad half of the selection benchmark.
 
 from __future__ import annotations
 
-import importlib
-import inspect
+import ast
 import random
 import re
 import string
+import sysconfig
+from pathlib import Path
 from typing import Any
 
 MODULES = (
     "argparse", "ast", "base64", "bisect", "calendar", "collections", "contextlib", "copy",
     "csv", "dataclasses", "datetime", "decimal", "difflib", "enum", "fractions", "functools",
-    "glob", "gzip", "hashlib", "heapq", "inspect", "io", "itertools", "json", "logging",
+    "glob", "gzip", "hashlib", "heapq", "inspect", "io", "json", "logging",
     "os", "pathlib", "pickle", "pprint", "queue", "random", "re", "shutil", "socket",
     "statistics", "string", "subprocess", "tarfile", "tempfile", "textwrap", "threading",
     "unittest", "urllib.parse", "uuid", "zipfile",
@@ -33,29 +34,45 @@ def _paragraph(doc: str) -> str:
 
 
 def documented() -> list[tuple[str, str]]:
-    """(qualified name, first paragraph of its docstring) of public functions and classes,
-    in a fixed order; only paragraphs of 60 to 600 characters that read as prose."""
+    """(qualified name, first paragraph of its docstring) of the public functions, classes
+    and methods defined in the modules' source files, in a fixed order; only paragraphs of
+    60 to 600 characters that read as prose. Read from the source (not the live objects),
+    so that what other libraries patch into the standard library changes nothing."""
     found: list[tuple[str, str]] = []
     seen: set[str] = set()
     for module_name in MODULES:
-        module = importlib.import_module(module_name)
-        for name, value in sorted(vars(module).items()):
-            if name.startswith("_") or not (inspect.isfunction(value) or inspect.isclass(value)):
-                continue
-            if getattr(value, "__module__", None) != module.__name__:
-                continue
-            members = [(name, value)]
-            if inspect.isclass(value):
-                members += [
-                    (f"{name}.{m}", f)
-                    for m, f in sorted(vars(value).items())
-                    if not m.startswith("_") and inspect.isfunction(f)
-                ]
-            for qualified, member in members:
-                text = _paragraph(inspect.getdoc(member) or "")
-                if _prose(text) and text not in seen:
-                    seen.add(text)
-                    found.append((f"{module_name}.{qualified}", text))
+        for qualified, doc in _definitions(_source(module_name)):
+            text = _paragraph(doc)
+            if _prose(text) and text not in seen:
+                seen.add(text)
+                found.append((f"{module_name}.{qualified}", text))
+    return found
+
+
+def _source(module_name: str) -> ast.Module:
+    """The parsed source of a standard-library module (``os`` and ``io`` are frozen in
+    the interpreter, but their files are there too)."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    relative = Path(*module_name.split("."))
+    for candidate in (stdlib / relative.with_suffix(".py"), stdlib / relative / "__init__.py"):
+        if candidate.is_file():
+            return ast.parse(candidate.read_text(encoding="utf-8"))
+    raise ValueError(f"{module_name} has no Python source under {stdlib}")
+
+
+def _definitions(tree: ast.Module) -> list[tuple[str, str]]:
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    found: list[tuple[str, str]] = []
+    for node in sorted((n for n in tree.body if isinstance(n, kinds)), key=lambda n: n.name):
+        if node.name.startswith("_"):
+            continue
+        found.append((node.name, ast.get_docstring(node) or ""))
+        if isinstance(node, ast.ClassDef):
+            methods = [
+                m for m in node.body if isinstance(m, kinds[:2]) and not m.name.startswith("_")
+            ]
+            for method in sorted(methods, key=lambda m: m.name):
+                found.append((f"{node.name}.{method.name}", ast.get_docstring(method) or ""))
     return found
 
 
@@ -67,8 +84,8 @@ def corpus() -> list[str]:
     """Module and member docstrings as plain paragraphs (the tiny model's pretraining)."""
     texts: list[str] = []
     for module_name in MODULES:
-        module = importlib.import_module(module_name)
-        texts += [_paragraph(p) for p in (module.__doc__ or "").split("\n\n") if len(p) > 40]
+        doc = ast.get_docstring(_source(module_name)) or ""
+        texts += [_paragraph(p) for p in doc.split("\n\n") if len(p) > 40]
     texts += [text for _, text in documented()]
     return [t for t in texts if t]
 

@@ -5,8 +5,8 @@ For each dataset, ``router_data/<dataset>_router_data.pt`` holds seed 001's keys
 ``sample_ids``, ``dataset_name``, ``num_samples``, ``max_seq_len``, and ``metadata`` (the
 run id that ties a run's files together, the model, the checkpoint, the data files).
 
-Records are batched in descending order of length (``sort_by_length``, less padding) or
-in file order. Each finished batch is saved at once under ``.router_progress/``; a run
+Records are batched in descending order of their token count (``sort_by_length``: the
+seed sorts by characters; tokens are what padding is made of) or in file order. Each finished batch is saved at once under ``.router_progress/``; a run
 stopped part-way and started again on the same ``output_dir`` with the same inputs skips
 the finished batches and ends with the same files as an uninterrupted run.
 """
@@ -67,9 +67,10 @@ def score(
 
     records = subset(read_records(data.data_path), data.subset_ratio, config.seed)
     require_records(records, "score")
+    encoded = [encode(r, tokenizer, data.max_seq_len) for r in records]
     order = list(range(len(records)))
     if data.sort_by_length:
-        order.sort(key=lambda i: (-records[i].length, i))
+        order.sort(key=lambda i: (-len(encoded[i].ids), i))
     size = config.data_process.batch_size
     batches = [order[s : s + size] for s in range(0, len(order), size)]
 
@@ -92,8 +93,8 @@ def score(
         done = progress / f"batch-{number:06d}.pt"
         if done.exists():
             continue
-        encoded = [encode(records[i], tokenizer, data.max_seq_len) for i in indices]
-        inputs = {k: v.to(device) for k, v in collate(encoded, pad).items()}
+        batch = collate([encoded[i] for i in indices], pad)
+        inputs = {k: v.to(device) for k, v in batch.items()}
         with torch.no_grad(), loop.autocast(config.precision, device):
             output = model(inputs["input_ids"], inputs["attention_mask"])
         mask = inputs["attention_mask"]

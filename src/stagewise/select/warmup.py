@@ -142,7 +142,7 @@ def warmup(
         run_fingerprint=run_id,
         save_files=save_files,
         procs=procs,
-        fixed_order=_length_order(records) if data.sort_by_length else None,
+        fixed_order=_length_order(examples) if data.sort_by_length else None,
         shuffle=data.shuffle,
         echo=echo,
     )
@@ -172,5 +172,5 @@ def _make_trainable(model: QualityGateForCausalLM, mode: str, r: int, alpha: int
     model.lm = with_lora(model.lm, lora)
 
 
-def _length_order(records: Sequence[Any]) -> list[int]:
-    return sorted(range(len(records)), key=lambda i: (-records[i].length, i))
+def _length_order(examples: Sequence[Example]) -> list[int]:
+    return sorted(range(len(examples)), key=lambda i: (-len(examples[i].encoded.ids), i))
