@@ -21,6 +21,8 @@ BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
         "pipeline_dag.py",
         "train_input.py",
         "train_eval.py",
+        "select_quality.py",
+        "select_throughput.py",
     ],
 )
 def test_benchmark_runs_quick(script: str, tmp_path: Path) -> None:
