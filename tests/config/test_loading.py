@@ -316,10 +316,7 @@ def test_very_deep_yaml_does_not_crash_the_process() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
-    # Our depth check, or (PyYAML >= 6.0.3, flow style) PyYAML's own: a located error either way.
-    lines = result.stdout.splitlines()
-    assert len(lines) == 2, result.stdout
-    assert all("nested more than" in line or "nesting depth" in line for line in lines)
+    assert result.stdout.count("nested more than") == 2
 
 
 @pytest.mark.parametrize("depth", [5000, 100_000])

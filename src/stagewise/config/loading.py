@@ -111,6 +111,12 @@ def parse_yaml(text: str, source: str) -> Document:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""
         problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        if "maximum nesting depth" in problem:  # PyYAML >= 6.0.3 stops deep flow nesting itself
+            raise ConfigError(
+                f"the YAML is nested more than {MAX_DEPTH} levels deep",
+                location=f"{source}{line}",
+                hint="stagewise files need only a few levels; flatten the structure",
+            ) from None
         raise ConfigError(
             f"the YAML does not parse: {problem}",
             location=f"{source}{line}",
