@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,14 +18,14 @@ from stagewise.store.runs import RunRecord, RunStore
 EXAMPLE = Path(__file__).parents[2] / "examples" / "llm-selection"
 
 
-def run(tmp_path: Path, *overrides: str) -> RunRecord:
+def run(tmp_path: Path, *overrides: str, here: Path = EXAMPLE) -> RunRecord:
     every = [
-        f"here={EXAMPLE}",
+        f"here={here}",
         f"data={tmp_path / 'data'}",
         "tasks.base-model.parameters.steps=20",
         *overrides,
     ]
-    loaded = load_pipeline(str(EXAMPLE / "pipeline.yaml"), every)
+    loaded = load_pipeline(str(here / "pipeline.yaml"), every)
     assert loaded.warnings == []
     options = RunOptions(outputs=str(tmp_path / "outputs"), workers=1)
     return run_pipeline(loaded.plan, overrides=every, options=options)
@@ -82,3 +83,33 @@ def test_the_four_stages_run_as_one_pipeline(tmp_path: Path) -> None:
     }
     wider = Path(third.output_dir) / "pick" / "selection" / "selected_data.jsonl"
     assert len(wider.read_text().splitlines()) == 24
+
+
+def test_an_edited_stage_config_reruns_its_stage(tmp_path: Path) -> None:
+    here = tmp_path / "example"
+    shutil.copytree(EXAMPLE, here)
+    subprocess.run(
+        [
+            sys.executable,
+            str(here / "make_data.py"),
+            str(tmp_path / "data"),
+            "--clean",
+            "8",
+            "--targets",
+            "4",
+        ],
+        capture_output=True,
+        check=True,
+    )
+    assert run(tmp_path, here=here).state == "succeeded"
+    config = here / "stage_2_selection.yaml"
+    config.write_text(config.read_text().replace("batch_size: 32", "batch_size: 8"))
+    again = run(tmp_path, here=here)
+    assert states(again) == {
+        "base-model": "cached",
+        "convert": "cached",
+        "warmup": "cached",
+        "score": "succeeded",
+        "pick": "succeeded",
+        "finetune": "succeeded",
+    }

@@ -20,6 +20,7 @@ from stagewise.config.training import Float
 from stagewise.errors import Problem
 
 PathList = list[str]
+DEVICE = r"^(auto|cpu|cuda(:\d+)?)$"
 
 
 class SelectorModelSection(FormatModel):
@@ -96,7 +97,12 @@ class LoopSettings(FormatModel):
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16 runs the forward pass under bf16 autocast"
     )
-    device: str = Field("auto", description="auto (cuda when there is one), cpu or cuda[:N]")
+    device: str = Field(
+        "auto",
+        pattern=DEVICE,
+        description="auto (cuda when there is one), cpu, cuda (under torchrun: each "
+        "process its LOCAL_RANK's GPU) or cuda:N",
+    )
     gradient_checkpointing: bool = Field(
         False, description="recompute activations in the backward pass (saves memory)"
     )
@@ -180,7 +186,9 @@ class ScoreConfig(FormatModel):
     )
     dataset: SelectionDataset = Field(description="every record to score")
     data_process: DataProcess = Field(default_factory=DataProcess, description="batching")
-    device: str = Field("auto", description="auto, cpu or cuda[:N]")
+    device: str = Field(
+        "auto", pattern=DEVICE, description="auto (cuda when there is one), cpu or cuda[:N]"
+    )
     precision: Literal["fp32", "bf16"] = Field("fp32", description="forward-pass precision")
 
     @model_validator(mode="after")
@@ -271,14 +279,14 @@ def _require_data(dataset: SelectionDataset) -> None:
         raise ValueError("no data: list JSONL files of chat records in dataset.data_path")
 
 
-StageConfig = WarmupConfig | ScoreConfig | FinetuneConfig
+SelectionStageConfig = WarmupConfig | ScoreConfig | FinetuneConfig
 
 
 def load_stage_config(
     model: type[WarmupConfig] | type[ScoreConfig] | type[FinetuneConfig],
     path: str | Path,
     overrides: list[str] | tuple[str, ...] = (),
-) -> tuple[StageConfig, list[Problem]]:
+) -> tuple[SelectionStageConfig, list[Problem]]:
     """Read one of the three stage configs with Hydra-style overrides applied."""
     what = {
         WarmupConfig: "warmup config",

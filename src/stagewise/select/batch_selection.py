@@ -28,7 +28,7 @@ import torch
 from stagewise.config.loading import dump_yaml
 from stagewise.errors import ConfigError, DataError
 from stagewise.select.records import read_records
-from stagewise.select.router import ROUTER_FOLDER, SUFFIX
+from stagewise.select.router import PROGRESS, ROUTER_FOLDER, SUFFIX
 from stagewise.select.scoring import EPS, quality_scores, weighted_gates
 from stagewise.store.atomic import atomic_write
 
@@ -84,6 +84,11 @@ def pick(
     return [_select(f, percentage, scope, alpha, eps, data, out or f.parent) for f in folders]
 
 
+def share(fraction: float, count: int) -> int:
+    """ceil(fraction x count), without float error turning 0.07 x 100 into 8."""
+    return math.ceil(round(fraction * count, 9))
+
+
 def load_router_data(path: Path) -> dict:
     """One router data file, checked for seed 001's keys."""
     try:
@@ -113,6 +118,12 @@ def _select(
     data: Sequence[str] | None,
     experiment: Path,
 ) -> Selection:
+    if (folder.parent / PROGRESS).exists():
+        raise DataError(
+            "the selection stage that writes here has not finished",
+            location=str(folder.parent / PROGRESS),
+            hint="run the same 'stagewise select score' command again to finish it, then pick",
+        )
     files = sorted(folder.glob(f"*{SUFFIX}"))
     parts = [load_router_data(p) for p in files]
     runs = {str(p.get("metadata", {}).get("run_id")) for p in parts}
@@ -146,7 +157,7 @@ def _select(
     for group in groups:
         pool = [(float(scores[d][r]), d, r) for d in group for r in range(scores[d].numel())]
         pool.sort(key=lambda item: (-item[0], item[1], item[2]))
-        chosen += pool[: math.ceil(percentage * len(pool))]
+        chosen += pool[: share(percentage, len(pool))]
     chosen.sort(key=lambda item: (-item[0], item[1], item[2]))
 
     files_read = data or parts[0].get("metadata", {}).get("data_files") or []

@@ -23,15 +23,13 @@ import torch
 from torch import nn
 
 from stagewise.config.selection import FinetuneConfig
-from stagewise.errors import ConfigError
+from stagewise.errors import ConfigError, DataError
 from stagewise.select import loop
-from stagewise.select.encoding import collate, encode, pad_id
-from stagewise.select.gate import quiet_transformers, with_lora
+from stagewise.select.encoding import IGNORE, Encoded, collate, encode, pad_id
+from stagewise.select.gate import load_pretrained, quiet_transformers, with_lora
 from stagewise.select.losses import shifted_cross_entropy
-from stagewise.select.outputs import output_folder
+from stagewise.select.outputs import output_folder, record_config
 from stagewise.select.records import read_records, require_records, subset
-
-FINAL = "checkpoint-final"
 
 
 @dataclass(frozen=True)
@@ -43,8 +41,6 @@ class FinetuneResult:
 
 
 def load_target(name: str) -> tuple[nn.Module, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     quiet_transformers()
     folder = Path(name)
     if not (folder / "config.json").is_file():
@@ -54,16 +50,16 @@ def load_target(name: str) -> tuple[nn.Module, Any]:
             hint="download the model once (e.g. huggingface-cli download NAME --local-dir DIR) "
             "and set training.model.name=DIR",
         )
-    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
-    return model, AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return load_pretrained(folder, "target model")
 
 
 def finetune(
     config: FinetuneConfig, overrides: Sequence[str] = (), echo: loop.Echo = print
 ) -> FinetuneResult:
     procs = loop.processes(config.training.device)
+    echo = loop.for_rank(echo, procs)
     settings, data = config.training, config.dataset
-    torch.manual_seed(config.seed)  # the adapters' initial weights
+    loop.schedule(settings, 1, procs.world)  # a batch size that cannot split: before loading
 
     model, tokenizer = load_target(settings.model.name)
     records = subset(read_records(data.data_path), data.subset_ratio, config.seed)
@@ -74,7 +70,9 @@ def finetune(
         encode(r, tokenizer, data.max_seq_len, full_sequence=settings.full_sequence_prediction)
         for r in records
     ]
+    _check_loss_tokens(examples, records, data.max_seq_len, echo)
     out = output_folder(config, "finetune", overrides)
+    torch.manual_seed(config.seed)  # the adapters' initial weights
     if settings.peft_mode == "lora":
         model = _with_lora(model, settings.lora.model_dump())
     if settings.gradient_checkpointing:
@@ -93,16 +91,17 @@ def finetune(
         loss = shifted_cross_entropy(logits, batch["labels"])
         return loss, {"loss": float(loss.detach())}
 
-    def save_files(folder: Path) -> None:
-        model.save_pretrained(folder)
+    def save_files(folder: Path, full: dict[str, torch.Tensor] | None) -> None:
+        # ``full``: every weight, gathered under FSDP; the model picks its adapters from it
+        model.save_pretrained(folder, **({} if full is None else {"state_dict": full}))
         tokenizer.save_pretrained(folder)
 
     run_id = loop.fingerprint(
         "finetune",
-        [(r.dataset, r.id) for r in records],
-        settings.model_dump(mode="json"),
+        [(e.ids, e.labels) for e in examples],
+        loop.trajectory(settings),
+        data.shuffle,
         config.seed,
-        data.max_seq_len,
     )
     last = loop.train(
         model,
@@ -116,12 +115,30 @@ def finetune(
         save_files=save_files,
         procs=procs,
         shuffle=data.shuffle,
+        started=lambda: record_config(out, config),
         echo=echo,
     )
-    final = loop.publish(out, procs, FINAL)
-    if procs.rank == 0:
-        echo(f"✅ finetune done: {final}")
+    final = loop.publish(out, procs, loop.FINAL)
+    echo(f"✅ finetune done: {final}")
     return FinetuneResult(out, final, len(records), last)
+
+
+def _check_loss_tokens(
+    examples: Sequence[Encoded], records: Sequence[Any], max_len: int, echo: loop.Echo
+) -> None:
+    """Truncation can leave a record with nothing to learn: refused when it is all of them."""
+    empty = [
+        r for e, r in zip(examples, records, strict=True) if all(x == IGNORE for x in e.labels)
+    ]
+    if len(empty) == len(examples):
+        raise DataError(
+            f"no record keeps a token to learn within dataset.max_seq_len {max_len}",
+            location=empty[0].source,
+            hint="raise dataset.max_seq_len (the prompt fills it before the answer starts), "
+            "or set training.full_sequence_prediction=true",
+        )
+    if empty:
+        echo(f"note: {len(empty)} record(s) keep no answer token within max_seq_len {max_len}")
 
 
 def _with_lora(model: nn.Module, lora: dict[str, Any]) -> nn.Module:

@@ -18,6 +18,7 @@ and ``quality_gate.safetensors`` (the gate weights).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import shutil
 import warnings
@@ -44,7 +45,8 @@ class QualityGate(nn.Module):
         self.gate = nn.Linear(hidden, 1, bias=False)
 
     def forward(self, normed: torch.Tensor) -> torch.Tensor:
-        return self.gate(normed)  # raw scores s, [batch, tokens, 1]
+        # The gate keeps float32 weights whatever the model's dtype: a vector per layer.
+        return self.gate(normed.to(self.gate.weight.dtype))  # raw scores s, [batch, tokens, 1]
 
 
 @dataclass
@@ -66,9 +68,7 @@ class QualityGateForCausalLM(nn.Module):
         hidden = lm.config.hidden_size
         for index, layer in enumerate(decoder_layers(lm)):
             if not hasattr(layer, "quality_gate"):
-                layer.quality_gate = QualityGate(hidden).to(
-                    device=layer.mlp.down_proj.weight.device, dtype=layer.mlp.down_proj.weight.dtype
-                )
+                layer.quality_gate = QualityGate(hidden).to(layer.mlp.down_proj.weight.device)
             layer.mlp.register_forward_hook(self._hook(index, layer))
 
     def _hook(self, index: int, layer: nn.Module) -> Any:
@@ -140,11 +140,64 @@ def with_lora(model: nn.Module, config: Any) -> nn.Module:
 
 
 def merge_lora(model: nn.Module, adapter: Path) -> nn.Module:
-    """The model with the adapter in ``adapter`` merged into its weights."""
+    """The model with the gate adapter in ``adapter`` (a LoRA warmup's) merged in."""
     from peft import PeftModel
 
-    with peft_quiet():
-        return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    settings_file = adapter / "adapter_config.json"
+    try:
+        targets = json.loads(settings_file.read_text(encoding="utf-8")).get("target_modules")
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        raise ConfigError(
+            f"cannot read the adapter's settings: {exc}", location=str(settings_file)
+        ) from None
+    if sorted(targets or []) != ["quality_gate.gate"]:
+        raise ConfigError(
+            f"not a warmup's gate adapter: it targets {targets}",
+            location=str(settings_file),
+            hint="point model_checkpoint_path at the warmup's output (peft_mode: lora puts "
+            "adapters on quality_gate.gate only); a finetune's adapters do not belong here",
+        )
+    try:
+        with peft_quiet():
+            return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise ConfigError(
+            f"the adapter does not fit the model: {exc}".splitlines()[0][:300],
+            location=str(adapter),
+            hint="use the adapter of a warmup of this very selector model",
+        ) from None
+
+
+def selector_digest(folder: str | Path) -> str:
+    """What identifies a converted model's content, cheaply: the gate weights and the
+    config byte for byte, every other file by name and size."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        digest.update(path.name.encode())
+        if path.name in (GATE_WEIGHTS, GATE_CONFIG, "config.json"):
+            digest.update(path.read_bytes())
+        else:
+            digest.update(str(path.stat().st_size).encode())
+    return digest.hexdigest()[:16]
+
+
+def load_pretrained(folder: Path, what: str) -> tuple[nn.Module, Any]:
+    """A causal LM folder and its tokenizer, local files only; a folder whose weights do
+    not fit its config is a ConfigError naming it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:
+        raise ConfigError(
+            f"cannot load the {what}: {exc}".splitlines()[0][:300],
+            location=str(folder),
+            hint="the folder must be written by save_pretrained: config.json, weights that "
+            "fit it, and the tokenizer's files",
+        ) from None
+    return lm, tokenizer
 
 
 def model_type(folder: Path) -> str:
@@ -177,8 +230,6 @@ def convert(
     base: Path, out: Path, *, mode: str = "scale_ffn", init_std: float = 0.02, seed: int = 42
 ) -> Path:
     """Write a Quality-Gate model folder from a base causal LM folder."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     quiet_transformers()
     kind = model_type(base)
     if mode not in MODES:
@@ -189,8 +240,7 @@ def convert(
             location=str(out),
             hint="choose a new folder, or delete this one",
         )
-    lm = AutoModelForCausalLM.from_pretrained(base, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
+    lm, tokenizer = load_pretrained(base, "base model")
     temp = out.with_name(f".{out.name}.converting")
     shutil.rmtree(temp, ignore_errors=True)  # left by a convert that was killed
     lm.save_pretrained(temp)
@@ -216,7 +266,6 @@ def load_selector(
     folder: str | Path, *, mode: str | None = None
 ) -> tuple[QualityGateForCausalLM, Any]:
     """A converted folder as a :class:`QualityGateForCausalLM` and its tokenizer."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quiet_transformers()
     folder = Path(folder)
@@ -230,8 +279,7 @@ def load_selector(
         )
     model_type(folder)
     settings = json.loads(settings_file.read_text(encoding="utf-8"))
-    lm = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    lm, tokenizer = load_pretrained(folder, "selector model")
     model = QualityGateForCausalLM(lm, mode or settings.get("mode", "scale_ffn"))
     load_gate_weights(model, load_file(folder / GATE_WEIGHTS), str(folder / GATE_WEIGHTS))
     return model, tokenizer
@@ -242,6 +290,12 @@ def load_gate_weights(
 ) -> None:
     """Put gate weights into ``model``; names and shapes must match exactly."""
     own = model.gate_weights()
+    if not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise ConfigError(
+            "the checkpoint's model_state_dict holds values that are not tensors",
+            location=source,
+            hint="point at a full_rank_weights.pt written by 'stagewise select warmup'",
+        )
     missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
     wrong = [k for k in own if k in weights and weights[k].shape != own[k].shape]
     if missing or unexpected or wrong:

@@ -32,8 +32,10 @@ from torch import nn
 
 from stagewise.config.selection import LoopSettings
 from stagewise.errors import ConfigError
+from stagewise.store.atomic import atomic_write
 
 STATE_FILE = "trainer_state.pt"
+FINAL = "checkpoint-final"  # the stage's result: the newest checkpoint without its state
 Echo = Callable[[str], None]
 StepLoss = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
 
@@ -59,12 +61,23 @@ def processes(device: str) -> Processes:
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
-        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
-    chosen = torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {device} was asked for, but this torch sees no CUDA GPU",
+            location="device",
+            hint="use device=auto or device=cpu here, or install a CUDA build of torch",
+        )
+    chosen = torch.device(f"cuda:{local}" if device == "cuda" else device)
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if chosen.type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend)
     return Processes(rank, world, chosen)
+
+
+def for_rank(echo: Echo, procs: Processes) -> Echo:
+    """``echo`` on rank 0, silence elsewhere: rank 0 speaks for the run."""
+    return echo if procs.rank == 0 else silent
 
 
 def schedule(settings: LoopSettings, records: int, world: int) -> Schedule:
@@ -110,6 +123,15 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# Settings that change what a run prints or keeps, not the weights it ends with.
+_NOT_TRAJECTORY = {"log_every", "save_steps", "keep_checkpoints", "device", "quality_loss_debug"}
+
+
+def trajectory(settings: LoopSettings) -> dict[str, Any]:
+    """The settings that decide a run's weights: what a resumed run must share."""
+    return {k: v for k, v in settings.model_dump(mode="json").items() if k not in _NOT_TRAJECTORY}
+
+
 def train(
     model: nn.Module,
     examples: Sequence[Any],
@@ -120,25 +142,32 @@ def train(
     out: Path,
     seed: int,
     run_fingerprint: str,
-    save_files: Callable[[Path], None],
+    save_files: Callable[[Path, dict[str, torch.Tensor] | None], None],
     procs: Processes,
     fixed_order: Sequence[int] | None = None,
     shuffle: bool = True,
+    started: Callable[[], None] | None = None,
     echo: Echo = print,
 ) -> dict[str, Any]:
-    """Train ``model``'s trainable parameters; returns the last step's numbers."""
-    if procs.rank != 0:
-        echo = _silent  # rank 0 speaks for the run
+    """Train ``model``'s trainable parameters; returns the last step's numbers.
+
+    Each sample weighs the same in a step's gradient: a micro-batch's mean loss counts
+    with its share of the batch. Under torchrun every process runs the same number of
+    forward and backward passes (one without samples runs a zero-weight pass), so that
+    DDP's gradient averaging never waits on a process that has nothing to do."""
+    echo = for_rank(echo, procs)
     plan = schedule(settings, len(examples), procs.world)
     trained = _wrap(model, settings, procs)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in trained.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params, lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
-    start = _resume(out, model, optimizer, run_fingerprint, echo)
+    start = _resume(out, model, trained, optimizer, run_fingerprint, echo)
     if start == 0:
         torch.manual_seed(seed)
         random.seed(seed)
+    if started is not None:
+        started()
     echo(
         f"training {sum(p.numel() for p in params):,} parameters: {plan.total_steps} steps of "
         f"{settings.batch_size} ({plan.accumulation} x {plan.per_device} per process, "
@@ -155,24 +184,23 @@ def train(
         order = epoch_order(len(examples), seed, epoch, shuffle, fixed_order)
         batch = order[position * settings.batch_size : (position + 1) * settings.batch_size]
         mine = batch[procs.rank :: procs.world]
+        passes = math.ceil(len(batch[0 :: procs.world]) / plan.per_device)  # rank 0 has most
         lr = learning_rate(settings, step, plan.total_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
         totals: dict[str, float] = {}
-        for micro in range(plan.accumulation):
+        for micro in range(passes):
             part = mine[micro * plan.per_device : (micro + 1) * plan.per_device]
-            if not part:
-                continue
-            inputs = {
-                k: v.to(procs.device) for k, v in collate([examples[i] for i in part]).items()
-            }
+            weight = len(part) / len(batch) * procs.world  # DDP divides by world again
+            items = [examples[i] for i in (part or batch[:1])]
+            inputs = {k: v.to(procs.device) for k, v in collate(items).items()}
             with autocast(settings.precision, procs.device):
                 loss, numbers = step_loss(trained, inputs)
-            (loss / plan.accumulation).backward()
+            (loss * weight).backward()
             for key, value in numbers.items():
-                totals[key] = totals.get(key, 0.0) + value / plan.accumulation
+                totals[key] = totals.get(key, 0.0) + value * len(part) / max(1, len(mine))
         if settings.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            _clip(trained, params, settings.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
@@ -181,12 +209,15 @@ def train(
             rate = (done - start) / max(time.monotonic() - began, 1e-9)
             shown = " ".join(f"{k} {v:.4f}" for k, v in totals.items())
             echo(
-                f"step {done}/{plan.total_steps} epoch {last['epoch']:.2f} {shown} lr {lr:.2e} ({rate:.2f} steps/s)"
+                f"step {done}/{plan.total_steps} epoch {last['epoch']:.2f} {shown} "
+                f"lr {lr:.2e} ({rate:.2f} steps/s)"
             )
             with open(metrics_log, "a", encoding="utf-8") as log:
                 log.write(json.dumps(last) + "\n")
         if done % save_every == 0 or done == plan.total_steps:
-            _save(out, done, model, optimizer, run_fingerprint, save_files, procs, settings)
+            _save(
+                out, done, model, trained, optimizer, run_fingerprint, save_files, procs, settings
+            )
             _barrier(procs)
     return last
 
@@ -206,7 +237,7 @@ def publish(out: Path, procs: Processes, name: str, only: str | None = None) -> 
     return target
 
 
-def _silent(_text: str) -> None:
+def silent(_text: str) -> None:
     return None
 
 
@@ -219,22 +250,55 @@ def _wrap(model: nn.Module, settings: LoopSettings, procs: Processes) -> nn.Modu
     model.to(procs.device)
     if procs.world == 1:
         return model
-    fsdp = getattr(settings, "fsdp", "")
-    if "full_shard" in fsdp:  # written to torch's documented API; untested here (no GPU)
+    if "full_shard" in getattr(settings, "fsdp", ""):
+        # Written to torch's documented FSDP API; untested here (no GPU was available).
         import functools
 
         from torch.distributed.fsdp import FullyShardedDataParallel
         from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
 
-        layer_class = (
-            type(model.get_decoder().layers[0]) if hasattr(model, "get_decoder") else nn.Module
-        )
         policy = functools.partial(
-            transformer_auto_wrap_policy, transformer_layer_cls={layer_class}
+            transformer_auto_wrap_policy, transformer_layer_cls={_layer_class(model, settings)}
         )
-        return FullyShardedDataParallel(model, auto_wrap_policy=policy, use_orig_params=True)
+        return FullyShardedDataParallel(
+            model, auto_wrap_policy=policy, use_orig_params=True, device_id=procs.device
+        )
     ids = [procs.device.index] if procs.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def _layer_class(model: nn.Module, settings: LoopSettings) -> type[nn.Module]:
+    """The decoder layer class FSDP wraps: the setting's, else the model's own."""
+    wanted = getattr(settings, "fsdp_transformer_layer_cls_to_wrap", None)
+    for module in model.modules():
+        name = type(module).__name__
+        if (wanted and name == wanted) or (not wanted and name.endswith("DecoderLayer")):
+            return type(module)
+    raise ConfigError(
+        f"the model has no layer class {wanted or '*DecoderLayer'} to wrap with FSDP",
+        location="training.fsdp_transformer_layer_cls_to_wrap",
+        hint="name the model's decoder layer class, e.g. Qwen2DecoderLayer",
+    )
+
+
+def _is_fsdp(trained: nn.Module) -> bool:
+    return type(trained).__name__ == "FullyShardedDataParallel"
+
+
+def _clip(trained: nn.Module, params: list[nn.Parameter], max_norm: float) -> None:
+    if _is_fsdp(trained):
+        trained.clip_grad_norm_(max_norm)  # type: ignore[operator]
+    else:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+
+def _full_weights(trained: nn.Module) -> dict[str, torch.Tensor]:
+    """Every weight of an FSDP model, gathered to the CPU of rank 0 (a collective)."""
+    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+
+    config = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
+    with type(trained).state_dict_type(trained, StateDictType.FULL_STATE_DICT, config):
+        return dict(trained.state_dict())
 
 
 def autocast(precision: str, device: torch.device) -> Any:
@@ -254,25 +318,35 @@ def _save(
     out: Path,
     step: int,
     model: nn.Module,
+    trained: nn.Module,
     optimizer: torch.optim.Optimizer,
     run_fingerprint: str,
-    save_files: Callable[[Path], None],
+    save_files: Callable[[Path, dict[str, torch.Tensor] | None], None],
     procs: Processes,
     settings: LoopSettings,
 ) -> None:
+    fsdp = _is_fsdp(trained)
+    full = _full_weights(trained) if fsdp else None  # a collective: every rank takes part
     if procs.rank != 0:
         return
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if full is not None:
+        weights = {n: w for n, w in full.items() if n in trainable}
+    else:
+        weights = {n: p.detach().cpu() for n, p in trainable.items()}
     final = out / f"checkpoint-{step}"
     temp = out / f".checkpoint-{step}.writing"
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir(parents=True)
-    save_files(temp)
+    save_files(temp, full)
     state = {
         "step": step,
         "fingerprint": run_fingerprint,
-        "weights": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
-        "optimizer": optimizer.state_dict(),
+        "weights": weights,
+        # Under FSDP AdamW's state is sharded: a resume there restarts its moments.
+        "optimizer": None if fsdp else optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "python_rng": json.dumps(random.getstate()),
     }
     torch.save(state, temp / STATE_FILE)
@@ -283,25 +357,59 @@ def _save(
 
 
 def _resume(
-    out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, run_fingerprint: str, echo: Echo
+    out: Path,
+    model: nn.Module,
+    trained: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    run_fingerprint: str,
+    echo: Echo,
 ) -> int:
     found = checkpoints(out)
     if not found:
         return 0
-    state = torch.load(found[-1] / STATE_FILE, weights_only=True)
+    try:
+        state = torch.load(found[-1] / STATE_FILE, weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise ConfigError(
+            f"cannot read the checkpoint: {exc}".splitlines()[0],
+            location=str(found[-1] / STATE_FILE),
+            hint="delete this checkpoint folder to resume from the one before it",
+        ) from None
     if state.get("fingerprint") != run_fingerprint:
         raise ConfigError(
             "the output folder holds checkpoints of a different run (other data or settings)",
             location=str(found[-1]),
             hint="resume with the same config and data, or give a new output_dir",
         )
-    own = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in state["weights"].items():
-            own[name].copy_(value)
-    optimizer.load_state_dict(state["optimizer"])
+    if _is_fsdp(trained):
+        from torch.distributed.fsdp import StateDictType
+
+        with type(trained).state_dict_type(trained, StateDictType.FULL_STATE_DICT):
+            trained.load_state_dict(state["weights"], strict=False)
+    else:
+        own = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in state["weights"].items():
+                own[name].copy_(value)
+    if state["optimizer"] is not None:
+        optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
     python_state = json.loads(state["python_rng"])
     random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
+    _forget_after(out / "metrics.jsonl", int(state["step"]))
     echo(f"resuming from {found[-1]}")
     return int(state["step"])
+
+
+def _forget_after(log: Path, step: int) -> None:
+    """Drop the metrics lines of steps after ``step``: the resumed run logs them again."""
+    if not log.is_file():
+        return
+    kept = [
+        line
+        for line in log.read_text(encoding="utf-8").splitlines()
+        if json.loads(line)["step"] <= step
+    ]
+    atomic_write(log, "".join(line + "\n" for line in kept))

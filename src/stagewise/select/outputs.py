@@ -20,21 +20,37 @@ FOLDERS = {
 
 
 def output_folder(config: FormatModel, stage: str, overrides: Sequence[str] = ()) -> Path:
-    """The stage's folder, created; the resolved config is written into it. Under
-    torchrun, rank 0 makes it and tells the others (one timestamped folder per run)."""
-    import torch.distributed as dist
-
-    shared = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-    rank = dist.get_rank() if shared else 0
-    chosen = getattr(config, "output_dir", None)
+    """The stage's folder, created. Under torchrun, rank 0 makes it and tells the others
+    (one timestamped folder per run)."""
     made = [""]
-    if rank == 0:
+    if _rank() == 0:
+        chosen = getattr(config, "output_dir", None)
         folder = (
             Path(chosen) if chosen else timestamped_folder(None, FOLDERS[stage], list(overrides))
         )
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(folder / "config.yaml", dump_yaml(config.model_dump(mode="json")))
         made = [str(folder)]
-    if shared:
+    if _shared():
+        import torch.distributed as dist
+
         dist.broadcast_object_list(made, src=0)
     return Path(made[0])
+
+
+def record_config(folder: Path, config: FormatModel) -> None:
+    """``config.yaml``: the settings the stage runs with, written once the run's checks
+    have passed (a refused resume leaves the earlier run's file as it was)."""
+    if _rank() == 0:
+        atomic_write(folder / "config.yaml", dump_yaml(config.model_dump(mode="json")))
+
+
+def _shared() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if _shared() else 0

@@ -27,7 +27,7 @@ from stagewise.errors import DataError, Problem
 ROLES = ("system", "user", "assistant")
 _OPENHERMES_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user"}
 _MAX_PROBLEMS = 20
-_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
+_NAME = re.compile(r"[\w\-][\w.\-]*")
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,11 @@ def _record(raw: Any, path: Path, number: int, target: bool) -> ChatRecord:
     dataset = raw.get("dataset", path.stem.removesuffix(".jsonl"))
     if not isinstance(dataset, str) or not _NAME.fullmatch(dataset):
         # The name becomes a file name (router_data/<dataset>_router_data.pt).
+        if "dataset" not in raw:
+            raise ValueError(
+                f"the record has no 'dataset' and its file's name {dataset!r} is none: a "
+                "name is letters, digits, '.', '_' or '-' (rename the file, or set 'dataset')"
+            )
         raise ValueError(
             f"'dataset' must be a name of letters, digits, '.', '_' or '-' (not starting "
             f"with '.'); found {dataset!r}"
@@ -203,7 +208,7 @@ def subset(records: Iterable[ChatRecord], ratio: float, seed: int) -> list[ChatR
     kept = {i for i, r in enumerate(records) if r.is_target_task}
     for name, indices in sorted(by_dataset.items()):
         rng = random.Random(f"{seed}:{name}")
-        kept |= set(rng.sample(indices, max(1, math.ceil(len(indices) * ratio))))
+        kept |= set(rng.sample(indices, max(1, math.ceil(round(len(indices) * ratio, 9)))))
     return [r for i, r in enumerate(records) if i in kept]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 
 from stagewise.config.selection import ScoreConfig
-from stagewise.errors import ConfigError
+from stagewise.errors import ConfigError, DataError
 from stagewise.select import loop
 from stagewise.select.encoding import collate, encode, pad_id
 from stagewise.select.gate import (
@@ -33,11 +34,14 @@ from stagewise.select.gate import (
     load_gate_weights,
     load_selector,
     merge_lora,
+    selector_digest,
 )
-from stagewise.select.outputs import output_folder
+from stagewise.select.loop import FINAL
+from stagewise.select.outputs import output_folder, record_config
 from stagewise.select.records import expand, read_records, require_records, subset
 from stagewise.select.scoring import token_perplexity
-from stagewise.select.warmup import FINAL, WEIGHTS_FILE
+from stagewise.select.warmup import WEIGHTS_FILE
+from stagewise.store.atomic import atomic_write
 
 ROUTER_FOLDER = "router_data"
 PROGRESS = ".router_progress"
@@ -58,6 +62,11 @@ def score(
     on_batch: Callable[[int], None] | None = None,
 ) -> ScoreResult:
     data = config.dataset
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(
+            "the selection stage runs in one process; it was started under torchrun",
+            hint="run 'stagewise select score CONFIG' without torchrun (device=cuda uses one GPU)",
+        )
     device = loop.processes(config.device).device
     model, tokenizer = load_selector(
         config.selector_model.path, mode=config.selector_model.gate_mode
@@ -79,13 +88,15 @@ def score(
         "selection",
         [(r.dataset, r.id, r.messages) for r in records],
         checkpoint,
-        str(config.selector_model.path),
+        selector_digest(config.selector_model.path),
         model.mode,
         size,
         data.sort_by_length,
         data.max_seq_len,
+        config.precision,
     )
     progress = _progress_folder(out, run_id, len(batches))
+    record_config(out, config)
     pad = pad_id(tokenizer)
     ran, began = 0, time.monotonic()
     echo(f"selection: {len(records)} records in {len(batches)} batches of {size}")
@@ -168,14 +179,29 @@ def _progress_folder(out: Path, run_id: str, batches: int) -> Path:
             )
         return progress
     progress.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps({"run_id": run_id, "batches": batches}) + "\n", encoding="utf-8")
+    atomic_write(manifest, json.dumps({"run_id": run_id, "batches": batches}) + "\n")
     return progress
 
 
 def _save_atomic(data: Any, path: Path) -> None:
     temp = path.with_name(f".{path.name}.tmp")
-    torch.save(data, temp)
+    with open(temp, "wb") as out:
+        torch.save(data, out)
+        out.flush()
+        os.fsync(out.fileno())
     temp.replace(path)
+
+
+def _load_batch(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, weights_only=True)  # type: ignore[no-any-return]
+    except Exception as exc:  # torch raises many types for a damaged file
+        path.unlink()
+        raise DataError(
+            f"a finished batch's file was damaged ({exc}); it is deleted now".splitlines()[0],
+            location=str(path),
+            hint="run the same command again: it recomputes that batch and keeps the others",
+        ) from None
 
 
 def _assemble(
@@ -191,13 +217,16 @@ def _assemble(
     gates: dict[int, torch.Tensor] = {}
     ppl: dict[int, torch.Tensor] = {}
     for number in range(batches):
-        part = torch.load(progress / f"batch-{number:06d}.pt", weights_only=True)
+        part = _load_batch(progress / f"batch-{number:06d}.pt")
         for row, index in enumerate(part["indices"]):
             length = int((part["perplexities"][row] > 0).sum())
             gates[index] = part["gates"][row, :, :length]
             ppl[index] = part["perplexities"][row, :length]
-    folder = out / ROUTER_FOLDER
-    folder.mkdir(exist_ok=True)
+    # Written beside, then renamed: pick never sees a half-written router_data/.
+    final = out / ROUTER_FOLDER
+    folder = out / f".{ROUTER_FOLDER}.writing"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
     by_dataset: dict[str, list[int]] = {}
     for index, record in enumerate(records):
         by_dataset.setdefault(record.dataset, []).append(index)
@@ -232,5 +261,7 @@ def _assemble(
             },
             target,
         )
-        written.append(target)
+        written.append(final / target.name)
+    shutil.rmtree(final, ignore_errors=True)  # an earlier run's files on this output_dir
+    folder.rename(final)
     return written

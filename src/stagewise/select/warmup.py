@@ -24,14 +24,14 @@ from stagewise.select.gate import (
     QualityGateForCausalLM,
     is_gate_parameter,
     load_selector,
+    selector_digest,
     with_lora,
 )
 from stagewise.select.losses import gate_statistics, quality_loss, shifted_cross_entropy
-from stagewise.select.outputs import output_folder
+from stagewise.select.outputs import output_folder, record_config
 from stagewise.select.records import read_records, require_records, subset
 
 WEIGHTS_FILE = "full_rank_weights.pt"
-FINAL = "checkpoint-final"
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,9 @@ def warmup(
     config: WarmupConfig, overrides: Sequence[str] = (), echo: loop.Echo = print
 ) -> WarmupResult:
     procs = loop.processes(config.training.device)
+    echo = loop.for_rank(echo, procs)
     settings, data = config.training, config.dataset
+    loop.schedule(settings, 1, procs.world)  # a batch size that cannot split: before loading
 
     model, tokenizer = load_selector(
         config.selector_model.path, mode=config.selector_model.gate_mode
@@ -73,6 +75,7 @@ def warmup(
         f"warmup: {len(examples)} records ({targets} of the target task), gates in {model.mode} mode"
     )
 
+    torch.manual_seed(config.seed)  # LoRA's initial adapters
     _make_trainable(model, settings.peft_mode, settings.lora_r, settings.lora_alpha)
     if settings.gradient_checkpointing:
         model.lm.gradient_checkpointing_enable(
@@ -113,22 +116,30 @@ def warmup(
             "quality_loss": float(lq.detach()),
         }
 
-    def save_files(folder: Path) -> None:
+    def save_files(folder: Path, full: dict[str, torch.Tensor] | None) -> None:
+        # ``full``: every weight, gathered under FSDP (names start with the wrapper's "lm.")
+        lm_weights = None if full is None else {k.removeprefix("lm."): v for k, v in full.items()}
         if settings.peft_mode == "full_rank":
-            weights = {k: v.detach().cpu().contiguous() for k, v in model.gate_weights().items()}
+            source = model.gate_weights() if lm_weights is None else lm_weights
+            weights = {
+                k: v.detach().cpu().contiguous() for k, v in source.items() if is_gate_parameter(k)
+            }
             torch.save(
                 {"model_state_dict": weights, "tokenizer_name": tokenizer.name_or_path},
                 folder / WEIGHTS_FILE,
             )
-        else:
+        elif lm_weights is None:
             model.lm.save_pretrained(folder)
+        else:
+            model.lm.save_pretrained(folder, state_dict=lm_weights)
 
     run_id = loop.fingerprint(
         "warmup",
-        [(r.dataset, r.id) for r in records],
-        settings.model_dump(mode="json"),
+        [(e.encoded.ids, e.encoded.labels, e.is_target) for e in examples],
+        loop.trajectory(settings),
+        [data.sort_by_length, data.shuffle],
         config.seed,
-        str(config.selector_model.path),
+        selector_digest(config.selector_model.path),
         model.mode,
     )
     last = loop.train(
@@ -144,14 +155,14 @@ def warmup(
         procs=procs,
         fixed_order=_length_order(examples) if data.sort_by_length else None,
         shuffle=data.shuffle,
+        started=lambda: record_config(out, config),
         echo=echo,
     )
     if settings.peft_mode == "full_rank":
         result = loop.publish(out, procs, WEIGHTS_FILE, only=WEIGHTS_FILE)
     else:
-        result = loop.publish(out, procs, FINAL)
-    if procs.rank == 0:
-        echo(f"✅ warmup done: {result}")
+        result = loop.publish(out, procs, loop.FINAL)
+    echo(f"✅ warmup done: {result}")
     return WarmupResult(out, result, last)
 
 
