@@ -26,10 +26,13 @@ EPS = 1e-8
 def token_perplexity(
     logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
-    """[B, T] per-token perplexity: 1 at t = 0, exp(CE) after, 0 on padding."""
-    ce = F.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:], reduction="none"
-    )  # [B, T-1]
+    """[B, T] per-token perplexity: 1 at t = 0, exp(CE) after, 0 on padding. One row at a
+    time: a float32 copy of a whole batch's logits is tens of GB at a real vocabulary."""
+    rows = [
+        F.cross_entropy(logits[i, :-1].float(), input_ids[i, 1:], reduction="none")
+        for i in range(logits.size(0))
+    ]
+    ce = torch.stack(rows) if rows else logits.new_zeros(0, max(0, logits.size(1) - 1))
     first = torch.ones_like(ce[:, :1])
     return torch.cat([first, ce.exp()], dim=1) * mask.to(ce.dtype)
 
