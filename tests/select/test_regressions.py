@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from stagewise.errors import ConfigError, DataError
 from stagewise.select.batch_selection import pick, share
@@ -23,6 +20,7 @@ from tests.select.test_stages import (
     QUIET,
     Stop,
     finetune_config,
+    finetune_on_two_processes,
     score_config,
     warmup_config,
 )
@@ -31,31 +29,11 @@ from tests.select.test_stages import (
 def test_two_processes_do_not_hang_when_one_has_no_sample(tmp_path: Path, base_model: Path) -> None:
     clean, bad = clean_and_corrupted(5, 0)
     data = write_jsonl(tmp_path / "nine.jsonl", (clean + bad)[:9])  # the last batch of 4 holds 1
-    path = tmp_path / "ft.yaml"
-    settings = {
-        "stage": "finetune",
-        "training": {
-            "model": {"name": str(base_model)},
-            "lora": {"r": 4, "lora_alpha": 8},
-            "batch_size": 4,
-            "epochs": 1,
-        },
-        "dataset": {"data_path": [str(data)], "max_seq_len": 48},
-        "output_dir": str(tmp_path / "out"),
-    }
-    path.write_text(yaml.safe_dump(settings))
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    done = subprocess.run(
-        [*torchrun, "-m", "stagewise", "select", "finetune", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=180,
-    )
+    done = finetune_on_two_processes(tmp_path, base_model, data, output_dir=str(tmp_path / "out"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert [
         json.loads(x)["step"] for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
-    ] == [3]
+    ] == [1, 2, 3]
 
 
 def test_pick_refuses_an_unfinished_selection(tmp_path: Path, selector_model: Path, chats) -> None:

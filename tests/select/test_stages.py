@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -399,12 +401,10 @@ def test_without_output_dir_a_stage_writes_to_the_seeds_timestamped_folder(
     assert yaml.safe_load((folder / "config.yaml").read_text())["training"]["lora"]["r"] == 4
 
 
-def test_finetune_on_two_gloo_processes(tmp_path: Path, base_model: Path, chats) -> None:
-    """torchrun with two CPU processes: DDP over gloo, one output folder, rank 0 writes."""
-    import subprocess
-    import sys
-
-    data = chats(4)
+def finetune_on_two_processes(
+    tmp_path: Path, base_model: Path, data: Path, **extra: Any
+) -> subprocess.CompletedProcess[str]:
+    """``stagewise select finetune`` under torchrun: two CPU processes, DDP over gloo."""
     path = tmp_path / "stage_3_finetune.yaml"
     settings = {
         "stage": "finetune",
@@ -416,10 +416,11 @@ def test_finetune_on_two_gloo_processes(tmp_path: Path, base_model: Path, chats)
             "log_every": 1,
         },
         "dataset": {"data_path": [str(data)], "max_seq_len": 48},
+        **extra,
     }
     path.write_text(yaml.safe_dump(settings))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    done = subprocess.run(
+    return subprocess.run(
         [*torchrun, "-m", "stagewise", "select", "finetune", str(path)],
         capture_output=True,
         text=True,
@@ -427,9 +428,43 @@ def test_finetune_on_two_gloo_processes(tmp_path: Path, base_model: Path, chats)
         timeout=240,
         cwd=tmp_path,
     )
+
+
+def test_finetune_on_two_gloo_processes(tmp_path: Path, base_model: Path, chats) -> None:
+    """One output folder; rank 0 alone speaks and writes."""
+    done = finetune_on_two_processes(tmp_path, base_model, chats(4))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (folder,) = (tmp_path / "outputs" / "stage_3_finetune").glob("*/*")  # one run folder
     assert (folder / "checkpoint-final" / "adapter_model.safetensors").is_file()
     assert "1 x 2 per process, 2 process(es)" in done.stdout
     assert done.stdout.count("finetune done") == 1
     assert len((folder / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("architecture", ["qwen3", "llama"])
+def test_each_supported_family_runs_the_stages(tmp_path: Path, architecture: str, chats) -> None:
+    """The code a real Qwen3-1.7B or Llama folder meets: convert, warmup, score, finetune."""
+    from stagewise.select.gate import convert
+    from stagewise.select.tiny import build_tiny_base
+
+    base = build_tiny_base(
+        tmp_path / architecture,
+        architecture=architecture,
+        hidden_size=32,
+        layers=2,
+        steps=2,
+        echo=QUIET,
+    )
+    assert json.loads((base / "config.json").read_text())["model_type"] == architecture
+    selector = convert(base, tmp_path / f"qg-{architecture}")
+    data = chats(2)
+    warmup(warmup_config(tmp_path, selector, data, tmp_path / "w"), echo=QUIET)
+    scored = score(
+        score_config(
+            tmp_path, selector, data, tmp_path / "s", f"model_checkpoint_path={tmp_path / 'w'}"
+        ),
+        echo=QUIET,
+    )
+    assert torch.load(scored.files[0], weights_only=True)["quality_gates"].shape[:2] == (4, 2)
+    tuned = finetune(finetune_config(tmp_path, base, data), echo=QUIET)
+    assert (tuned.final / "adapter_model.safetensors").is_file()

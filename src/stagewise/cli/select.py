@@ -173,7 +173,7 @@ def finetune(
 @app.command("tiny-base")
 def tiny_base(
     out: Path = typer.Argument(..., help="The model folder to write."),
-    architecture: str = typer.Option("qwen2", "--architecture", help="qwen2 or llama."),
+    architecture: str = typer.Option("qwen2", "--architecture", help="qwen2, qwen3 or llama."),
     steps: int = typer.Option(300, "--steps", help="Pretraining steps on Python's docstrings."),
     seed: int = typer.Option(0, "--seed", help="Seeds the weights and the pretraining."),
 ) -> None:

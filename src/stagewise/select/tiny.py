@@ -2,7 +2,7 @@
 
 ``build_tiny_base(OUT)`` trains a byte-level BPE tokenizer (``tokenizers``) on the Python
 docstring corpus (:mod:`stagewise.select.docstrings`), builds a small Qwen2- or
-Llama-architecture model from a config with random weights, pretrains it briefly on the
+Qwen3- or Llama-architecture model from a config with random weights, pretrains it briefly on the
 same text so that it knows a little English, and saves both with ``save_pretrained``:
 a folder that ``stagewise select convert`` and ``finetune`` read exactly as they read a
 real Qwen3-1.7B folder.
@@ -23,7 +23,7 @@ from stagewise.select.docstrings import corpus
 from stagewise.select.gate import quiet_transformers
 
 EOS = "<|endoftext|>"
-ARCHITECTURES = ("qwen2", "llama")
+ARCHITECTURES = ("qwen2", "qwen3", "llama")
 
 
 def train_tokenizer(texts: list[str], vocab_size: int = 512):  # type: ignore[no-untyped-def]
@@ -76,6 +76,7 @@ def build_tiny_base(
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
+        head_dim=hidden_size // 4,  # qwen3 would default to 128
         max_position_embeddings=1024,
         tie_word_embeddings=True,
         eos_token_id=tokenizer.eos_token_id,
