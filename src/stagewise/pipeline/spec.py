@@ -66,7 +66,7 @@ def load_pipeline(path: str | Path, overrides: Sequence[str] = ()) -> LoadedPipe
 
 
 def _anchor_function_files(data: Any, folder: Path) -> None:
-    """``function: stand_ins.py:warmup`` names a file beside the pipeline file (as
+    """``function: tasks.py:warmup`` names a file beside the pipeline file (as
     docker-compose paths do), so the pipeline runs from any folder."""
     spec = data.get("spec") if isinstance(data, dict) else None
     for item in spec.get("tasks") or [] if isinstance(spec, dict) else []:
