@@ -17,9 +17,8 @@ python "$here/make_data.py" "$work/data"
 step "2. The pipeline: tiny base -> convert -> warmup -> score -> pick -> finetune"
 stagewise run "$here/pipeline.yaml" "here=$here" "data=$work/data" --outputs "$work/outputs"
 
-step "3. What was kept (selected_data.jsonl, best first)"
-selected="$(find "$work/outputs" -path '*pick*' -name selected_data.jsonl | head -1)"
-python - "$selected" <<'PY'
+summarize() {
+  python - "$1" <<'PY'
 import json, sys
 lines = [json.loads(line) for line in open(sys.argv[1])]
 clean = sum("_clean_" in line["id"] for line in lines)
@@ -27,9 +26,21 @@ print(f"{len(lines)} records kept, {clean} of them clean ({clean / len(lines):.0
 for line in lines[:5]:
     print(f"  {line['scores']:.3f}  {line['id']}: {line['messages'][-1]['content'][:70]}")
 PY
+}
 
-step "4. The finetuned adapters"
+step "3. What was kept (selected_data.jsonl, best first)"
+summarize "$(find "$work/outputs" -path '*pick*' -name selected_data.jsonl | head -1)"
+
+step "4. The same statistics, every token weighed the same (pick --alpha 0)"
+# On this tiny model the seed's perplexity weights (alpha 1) let one surprising token
+# decide a record's score; benchmarks/RESULTS.md measures both against perplexity alone.
+router="$(find "$work/outputs" -path '*score*' -type d -name router_data | head -1)"
+mkdir -p "$work/alpha0" && cp -r "$router" "$work/alpha0/"
+stagewise select pick "$work/alpha0" --percentage 0.25 --alpha 0
+summarize "$work/alpha0/selected_data.jsonl"
+
+step "5. The finetuned adapters"
 ls "$(find "$work/outputs" -type d -name checkpoint-final | head -1)"
 
-step "5. A second run: every task comes from the cache"
+step "6. A second run: every task comes from the cache"
 stagewise run "$here/pipeline.yaml" "here=$here" "data=$work/data" --outputs "$work/outputs"

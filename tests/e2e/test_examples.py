@@ -45,7 +45,8 @@ def test_llm_selection_example_runs_end_to_end(tmp_path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "6 succeeded" in out and "6 cached" in out
-    assert "48 records kept" in out
+    assert out.count("48 records kept") == 2  # the pipeline's pick, then --alpha 0
+    assert "48 of 192 records selected" in out
     assert "adapter_model.safetensors" in out
 
 
