@@ -110,3 +110,13 @@ def test_bad_values_are_located_and_unknown_keys_warned(tmp_path: Path) -> None:
     assert [w.message for w in warnings] == ["unknown key 'extra_key' is ignored"]
     with pytest.raises(ConfigError, match="could not be parsed"):
         load_stage_config(FinetuneConfig, write(tmp_path, "o.yaml", STAGE_3), ["training.lora=[1"])
+
+
+def test_fsdp_is_refused_until_it_is_built(tmp_path: Path) -> None:
+    text = STAGE_3.replace(
+        '  peft_mode: "lora"\n', '  peft_mode: "lora"\n  fsdp: "full_shard auto_wrap"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_stage_config(FinetuneConfig, write(tmp_path, "s3.yaml", text))
+    (problem,) = caught.value.problems
+    assert problem.key == "training.fsdp" and "FSDP is not built yet" in problem.message

@@ -12,6 +12,7 @@ The selection code (and torch) loads when a command runs, not with the CLI.
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,10 @@ def _config(kind: str, config_file: Path, overrides: list[str] | None) -> Any:
     return config
 
 
+def _speaks() -> bool:
+    return os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for the run
+
+
 def _echo(quiet: bool) -> Any:
     if quiet:
         return lambda text: errors.print(escape(text))
@@ -85,7 +90,7 @@ def warmup(
     folder holding this run's checkpoints is resumed."""
     config = _config("warmup", config_file, overrides)
     result = _module("warmup").warmup(config, overrides or [], echo=_echo(as_json))
-    if as_json:
+    if as_json and _speaks():
         print_json(
             {"output_dir": str(result.output_dir), "weights": str(result.weights), **result.last}
         )
@@ -102,7 +107,7 @@ def score(
     output_dir skips the finished batches."""
     config = _config("selection", config_file, overrides)
     result = _module("router").score(config, overrides or [], echo=_echo(as_json))
-    if as_json:
+    if as_json and _speaks():
         print_json({"output_dir": str(result.output_dir), "files": [str(f) for f in result.files]})
 
 
@@ -131,7 +136,7 @@ def pick(
     selections = _module("batch_selection").pick(
         root, percentage, scope=scope, alpha=alpha, data=[str(d) for d in data] if data else None
     )
-    if as_json:
+    if as_json and _speaks():
         print_json(
             [
                 {
@@ -164,7 +169,7 @@ def finetune(
     subset) or on all the data (full); adapters in checkpoint-<step>/ and checkpoint-final/."""
     config = _config("finetune", config_file, overrides)
     result = _module("finetune").finetune(config, overrides or [], echo=_echo(as_json))
-    if as_json:
+    if as_json and _speaks():
         print_json(
             {"output_dir": str(result.output_dir), "final": str(result.final), **result.last}
         )

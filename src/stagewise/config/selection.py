@@ -241,12 +241,22 @@ class FinetuneTraining(LoopSettings):
     )
     fsdp: str = Field(
         "",
-        description="multi-GPU under torchrun: '' (DDP when there are several processes) or "
-        "'full_shard auto_wrap' (FSDP; untested here, no GPU)",
+        description="the seed's FSDP setting; only '' for now: several processes under "
+        "torchrun train with DDP (FSDP is not built yet)",
     )
     fsdp_transformer_layer_cls_to_wrap: str | None = Field(
-        None, description="the decoder layer class FSDP wraps (default: the model's own)"
+        None, description="the seed's FSDP layer class; unused until FSDP is built"
     )
+
+    @field_validator("fsdp")
+    @classmethod
+    def _no_fsdp_yet(cls, value: str) -> str:
+        if value.strip():
+            raise ValueError(
+                "FSDP is not built yet: leave training.fsdp empty; under torchrun the "
+                "finetune trains with DDP (LoRA adapters of a 1.5B model fit one GPU each)"
+            )
+        return value
 
 
 class FinetuneConfig(FormatModel):

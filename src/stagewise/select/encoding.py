@@ -58,6 +58,11 @@ def encode(
     return Encoded(ids[:max_len], labels[:max_len])
 
 
+def label_tokens(item: Encoded) -> int:
+    """Tokens that carry loss in the shifted cross-entropy (position 0 predicts nothing)."""
+    return sum(1 for label in item.labels[1:] if label != IGNORE)
+
+
 def collate(items: Sequence[Encoded], pad: int) -> dict[str, torch.Tensor]:
     """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 on padding)."""
     width = max(len(item.ids) for item in items)

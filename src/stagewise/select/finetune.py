@@ -7,9 +7,9 @@ attention and MLP projections and only they are trained and saved:
 ``checkpoint-final/`` at the end. ``dataset.mode: subset`` trains on the selection
 (``selected_data.jsonl``), ``full`` on all the data, for the comparison.
 
-One process runs on the CPU or a GPU; under torchrun several processes train with DDP,
-or FSDP with ``training.fsdp: full_shard auto_wrap`` (both written to torch's documented
-API and untested here: no GPU).
+One process runs on the CPU or a GPU; under torchrun several processes train with DDP
+(tested on CPUs with gloo; NCCL is written to torch's documented API and untested here:
+no GPU). FSDP is not built yet: the seed's ``training.fsdp`` setting is refused.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from torch import nn
 from stagewise.config.selection import FinetuneConfig
 from stagewise.errors import ConfigError, DataError
 from stagewise.select import loop
-from stagewise.select.encoding import IGNORE, Encoded, collate, encode, pad_id
-from stagewise.select.gate import load_pretrained, quiet_transformers, with_lora
+from stagewise.select.encoding import Encoded, collate, encode, label_tokens, pad_id
+from stagewise.select.gate import folder_digest, load_pretrained, quiet_transformers, with_lora
 from stagewise.select.losses import shifted_cross_entropy
 from stagewise.select.outputs import output_folder, record_config
 from stagewise.select.records import read_records, require_records, subset
@@ -82,22 +82,19 @@ def finetune(
     )
     pad = pad_id(tokenizer)
 
-    def step_loss(
-        trained: nn.Module, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def step_loss(trained: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits = trained(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
         ).logits
-        loss = shifted_cross_entropy(logits, batch["labels"])
-        return loss, {"loss": float(loss.detach())}
+        return {"ce": shifted_cross_entropy(logits, batch["labels"])}
 
-    def save_files(folder: Path, full: dict[str, torch.Tensor] | None) -> None:
-        # ``full``: every weight, gathered under FSDP; the model picks its adapters from it
-        model.save_pretrained(folder, **({} if full is None else {"state_dict": full}))
+    def save_files(folder: Path) -> None:
+        model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
 
     run_id = loop.fingerprint(
         "finetune",
+        folder_digest(settings.model.name),
         [(e.ids, e.labels) for e in examples],
         loop.trajectory(settings),
         data.shuffle,
@@ -109,6 +106,8 @@ def finetune(
         lambda items: collate(items, pad),
         step_loss,
         settings,
+        units=lambda example: {"ce": label_tokens(example)},
+        scales={"ce": 1.0},
         out=out,
         seed=config.seed,
         run_fingerprint=run_id,
@@ -127,9 +126,7 @@ def _check_loss_tokens(
     examples: Sequence[Encoded], records: Sequence[Any], max_len: int, echo: loop.Echo
 ) -> None:
     """Truncation can leave a record with nothing to learn: refused when it is all of them."""
-    empty = [
-        r for e, r in zip(examples, records, strict=True) if all(x == IGNORE for x in e.labels)
-    ]
+    empty = [r for e, r in zip(examples, records, strict=True) if label_tokens(e) == 0]
     if len(empty) == len(examples):
         raise DataError(
             f"no record keeps a token to learn within dataset.max_seq_len {max_len}",

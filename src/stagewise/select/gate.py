@@ -168,7 +168,7 @@ def merge_lora(model: nn.Module, adapter: Path) -> nn.Module:
         ) from None
 
 
-def selector_digest(folder: str | Path) -> str:
+def folder_digest(folder: str | Path) -> str:
     """What identifies a converted model's content, cheaply: the gate weights and the
     config byte for byte, every other file by name and size."""
     folder = Path(folder)

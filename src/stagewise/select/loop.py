@@ -9,7 +9,7 @@ the RNG states, the step). A run started on a folder that holds checkpoints cont
 the newest one and ends with exactly the weights of an uninterrupted run.
 
 Under torchrun each process takes every world-th sample of a batch; the gradients are
-averaged by DDP (gloo on CPU, NCCL on GPUs; FSDP with ``training.fsdp``, untested here).
+averaged by DDP (gloo on CPU, tested; NCCL on GPUs, untested here).
 """
 
 from __future__ import annotations
@@ -37,7 +37,10 @@ from stagewise.store.atomic import atomic_write
 STATE_FILE = "trainer_state.pt"
 FINAL = "checkpoint-final"  # the stage's result: the newest checkpoint without its state
 Echo = Callable[[str], None]
-StepLoss = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
+# A step's loss as named terms, each a mean over its units in one micro-batch (e.g. "ce":
+# over the tokens that carry a label, "quality_loss": over the samples).
+StepLoss = Callable[[nn.Module, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+Units = Callable[[Any], dict[str, int]]
 
 
 @dataclass(frozen=True)
@@ -139,10 +142,12 @@ def train(
     step_loss: StepLoss,
     settings: LoopSettings,
     *,
+    units: Units,
+    scales: dict[str, float],
     out: Path,
     seed: int,
     run_fingerprint: str,
-    save_files: Callable[[Path, dict[str, torch.Tensor] | None], None],
+    save_files: Callable[[Path], None],
     procs: Processes,
     fixed_order: Sequence[int] | None = None,
     shuffle: bool = True,
@@ -151,10 +156,12 @@ def train(
 ) -> dict[str, Any]:
     """Train ``model``'s trainable parameters; returns the last step's numbers.
 
-    Each sample weighs the same in a step's gradient: a micro-batch's mean loss counts
-    with its share of the batch. Under torchrun every process runs the same number of
-    forward and backward passes (one without samples runs a zero-weight pass), so that
-    DDP's gradient averaging never waits on a process that has nothing to do."""
+    The loss is ``sum of scales[name] x term`` over ``step_loss``'s terms. Each term is a
+    mean over its units (``units(example)``: label tokens, samples); a micro-batch's term
+    counts with its share of the whole batch's units, so accumulation steps and processes
+    give the gradient of the batch in one pass. Under torchrun every process runs the same
+    number of forward and backward passes (one without samples runs a zero-weight pass),
+    so that DDP's gradient averaging never waits on a process that has nothing to do."""
     echo = for_rank(echo, procs)
     plan = schedule(settings, len(examples), procs.world)
     trained = _wrap(model, settings, procs)
@@ -162,7 +169,7 @@ def train(
     optimizer = torch.optim.AdamW(
         params, lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
-    start = _resume(out, model, trained, optimizer, run_fingerprint, echo)
+    start = _resume(out, model, optimizer, run_fingerprint, echo, procs)
     if start == 0:
         torch.manual_seed(seed)
         random.seed(seed)
@@ -188,19 +195,30 @@ def train(
         lr = learning_rate(settings, step, plan.total_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        whole = _count(units, [examples[i] for i in batch])
+        own = _count(units, [examples[i] for i in mine])
         totals: dict[str, float] = {}
         for micro in range(passes):
             part = mine[micro * plan.per_device : (micro + 1) * plan.per_device]
-            weight = len(part) / len(batch) * procs.world  # DDP divides by world again
             items = [examples[i] for i in (part or batch[:1])]
+            share = _count(units, [examples[i] for i in part])
             inputs = {k: v.to(procs.device) for k, v in collate(items).items()}
             with autocast(settings.precision, procs.device):
-                loss, numbers = step_loss(trained, inputs)
-            (loss * weight).backward()
-            for key, value in numbers.items():
-                totals[key] = totals.get(key, 0.0) + value * len(part) / max(1, len(mine))
+                terms = step_loss(trained, inputs)
+            counted = [name for name in terms if whole.get(name)]  # the same on every process
+            if counted:
+                loss = sum(
+                    scales[name] * terms[name] * share.get(name, 0) / whole[name] * procs.world
+                    for name in counted  # x world: DDP averages the processes' gradients
+                )
+                loss.backward()  # type: ignore[union-attr]
+            for name, value in terms.items():
+                if own.get(name):
+                    weight = share.get(name, 0) / own[name]
+                    totals[name] = totals.get(name, 0.0) + float(value.detach()) * weight
+        totals = {"loss": sum(scales[k] * v for k, v in totals.items()), **totals}
         if settings.max_grad_norm > 0:
-            _clip(trained, params, settings.max_grad_norm)
+            _clip(params, settings.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
@@ -215,9 +233,7 @@ def train(
             with open(metrics_log, "a", encoding="utf-8") as log:
                 log.write(json.dumps(last) + "\n")
         if done % save_every == 0 or done == plan.total_steps:
-            _save(
-                out, done, model, trained, optimizer, run_fingerprint, save_files, procs, settings
-            )
+            _save(out, done, model, optimizer, run_fingerprint, save_files, procs, settings)
             _barrier(procs)
     return last
 
@@ -246,59 +262,24 @@ def _barrier(procs: Processes) -> None:
         torch.distributed.barrier()
 
 
+def _count(units: Units, items: Sequence[Any]) -> dict[str, int]:
+    counted: dict[str, int] = {}
+    for item in items:
+        for name, n in units(item).items():
+            counted[name] = counted.get(name, 0) + n
+    return counted
+
+
 def _wrap(model: nn.Module, settings: LoopSettings, procs: Processes) -> nn.Module:
     model.to(procs.device)
     if procs.world == 1:
         return model
-    if "full_shard" in getattr(settings, "fsdp", ""):
-        # Written to torch's documented FSDP API; untested here (no GPU was available).
-        import functools
-
-        from torch.distributed.fsdp import FullyShardedDataParallel
-        from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
-
-        policy = functools.partial(
-            transformer_auto_wrap_policy, transformer_layer_cls={_layer_class(model, settings)}
-        )
-        return FullyShardedDataParallel(
-            model, auto_wrap_policy=policy, use_orig_params=True, device_id=procs.device
-        )
     ids = [procs.device.index] if procs.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
-def _layer_class(model: nn.Module, settings: LoopSettings) -> type[nn.Module]:
-    """The decoder layer class FSDP wraps: the setting's, else the model's own."""
-    wanted = getattr(settings, "fsdp_transformer_layer_cls_to_wrap", None)
-    for module in model.modules():
-        name = type(module).__name__
-        if (wanted and name == wanted) or (not wanted and name.endswith("DecoderLayer")):
-            return type(module)
-    raise ConfigError(
-        f"the model has no layer class {wanted or '*DecoderLayer'} to wrap with FSDP",
-        location="training.fsdp_transformer_layer_cls_to_wrap",
-        hint="name the model's decoder layer class, e.g. Qwen2DecoderLayer",
-    )
-
-
-def _is_fsdp(trained: nn.Module) -> bool:
-    return type(trained).__name__ == "FullyShardedDataParallel"
-
-
-def _clip(trained: nn.Module, params: list[nn.Parameter], max_norm: float) -> None:
-    if _is_fsdp(trained):
-        trained.clip_grad_norm_(max_norm)  # type: ignore[operator]
-    else:
-        torch.nn.utils.clip_grad_norm_(params, max_norm)
-
-
-def _full_weights(trained: nn.Module) -> dict[str, torch.Tensor]:
-    """Every weight of an FSDP model, gathered to the CPU of rank 0 (a collective)."""
-    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
-
-    config = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
-    with type(trained).state_dict_type(trained, StateDictType.FULL_STATE_DICT, config):
-        return dict(trained.state_dict())
+def _clip(params: list[nn.Parameter], max_norm: float) -> None:
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
 def autocast(precision: str, device: torch.device) -> Any:
@@ -318,33 +299,25 @@ def _save(
     out: Path,
     step: int,
     model: nn.Module,
-    trained: nn.Module,
     optimizer: torch.optim.Optimizer,
     run_fingerprint: str,
-    save_files: Callable[[Path, dict[str, torch.Tensor] | None], None],
+    save_files: Callable[[Path], None],
     procs: Processes,
     settings: LoopSettings,
 ) -> None:
-    fsdp = _is_fsdp(trained)
-    full = _full_weights(trained) if fsdp else None  # a collective: every rank takes part
     if procs.rank != 0:
         return
-    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if full is not None:
-        weights = {n: w for n, w in full.items() if n in trainable}
-    else:
-        weights = {n: p.detach().cpu() for n, p in trainable.items()}
+    weights = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
     final = out / f"checkpoint-{step}"
     temp = out / f".checkpoint-{step}.writing"
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir(parents=True)
-    save_files(temp, full)
+    save_files(temp)
     state = {
         "step": step,
         "fingerprint": run_fingerprint,
         "weights": weights,
-        # Under FSDP AdamW's state is sharded: a resume there restarts its moments.
-        "optimizer": None if fsdp else optimizer.state_dict(),
+        "optimizer": optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "python_rng": json.dumps(random.getstate()),
@@ -359,10 +332,10 @@ def _save(
 def _resume(
     out: Path,
     model: nn.Module,
-    trained: nn.Module,
     optimizer: torch.optim.Optimizer,
     run_fingerprint: str,
     echo: Echo,
+    procs: Processes,
 ) -> int:
     found = checkpoints(out)
     if not found:
@@ -381,24 +354,19 @@ def _resume(
             location=str(found[-1]),
             hint="resume with the same config and data, or give a new output_dir",
         )
-    if _is_fsdp(trained):
-        from torch.distributed.fsdp import StateDictType
-
-        with type(trained).state_dict_type(trained, StateDictType.FULL_STATE_DICT):
-            trained.load_state_dict(state["weights"], strict=False)
-    else:
-        own = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, value in state["weights"].items():
-                own[name].copy_(value)
-    if state["optimizer"] is not None:
-        optimizer.load_state_dict(state["optimizer"])
+    own = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state["weights"].items():
+            own[name].copy_(value)
+    optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     python_state = json.loads(state["python_rng"])
     random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
-    _forget_after(out / "metrics.jsonl", int(state["step"]))
+    if procs.rank == 0:
+        _forget_after(out / "metrics.jsonl", int(state["step"]))
+    _barrier(procs)
     echo(f"resuming from {found[-1]}")
     return int(state["step"])
 
@@ -413,3 +381,11 @@ def _forget_after(log: Path, step: int) -> None:
         if json.loads(line)["step"] <= step
     ]
     atomic_write(log, "".join(line + "\n" for line in kept))
+
+
+def _step_of(line: str) -> float:
+    """A metrics line's step; a line cut short by a crash counts as after every step."""
+    try:
+        return float(json.loads(line)["step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return math.inf

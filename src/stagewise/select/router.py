@@ -31,10 +31,10 @@ from stagewise.select import loop
 from stagewise.select.encoding import collate, encode, pad_id
 from stagewise.select.gate import (
     QualityGateForCausalLM,
+    folder_digest,
     load_gate_weights,
     load_selector,
     merge_lora,
-    selector_digest,
 )
 from stagewise.select.loop import FINAL
 from stagewise.select.outputs import output_folder, record_config
@@ -88,7 +88,7 @@ def score(
         "selection",
         [(r.dataset, r.id, r.messages) for r in records],
         checkpoint,
-        selector_digest(config.selector_model.path),
+        folder_digest(config.selector_model.path),
         model.mode,
         size,
         data.sort_by_length,

@@ -19,12 +19,12 @@ from torch import nn
 
 from stagewise.config.selection import WarmupConfig
 from stagewise.select import loop
-from stagewise.select.encoding import Encoded, collate, encode, pad_id
+from stagewise.select.encoding import Encoded, collate, encode, label_tokens, pad_id
 from stagewise.select.gate import (
     QualityGateForCausalLM,
+    folder_digest,
     is_gate_parameter,
     load_selector,
-    selector_digest,
     with_lora,
 )
 from stagewise.select.losses import gate_statistics, quality_loss, shifted_cross_entropy
@@ -89,9 +89,7 @@ def warmup(
         batch["is_target"] = torch.tensor([e.is_target for e in items], dtype=torch.float32)
         return batch
 
-    def step_loss(
-        trained: nn.Module, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def step_loss(trained: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         output = trained(batch["input_ids"], batch["attention_mask"])
         ce = shifted_cross_entropy(output.logits, batch["labels"])
         lq = quality_loss(
@@ -105,33 +103,25 @@ def warmup(
         if settings.quality_loss_debug and calls["n"] % settings.log_every == 0:
             for row in gate_statistics(output.gates.detach(), batch["attention_mask"]):
                 echo(
-                    "  gates layer {layer}: mean {mean:.4f} std {std:.4f} min {min:.4f} max {max:.4f}".format(
-                        **row
-                    )
+                    "  gates layer {layer}: mean {mean:.4f} std {std:.4f} min {min:.4f} "
+                    "max {max:.4f}".format(**row)
                 )
-        loss = ce + settings.quality_loss_weight * lq
-        return loss, {
-            "loss": float(loss.detach()),
-            "ce": float(ce.detach()),
-            "quality_loss": float(lq.detach()),
-        }
+        return {"ce": ce, "quality_loss": lq}
 
-    def save_files(folder: Path, full: dict[str, torch.Tensor] | None) -> None:
-        # ``full``: every weight, gathered under FSDP (names start with the wrapper's "lm.")
-        lm_weights = None if full is None else {k.removeprefix("lm."): v for k, v in full.items()}
+    def units(example: Example) -> dict[str, int]:
+        # CE is a mean over the tokens that carry a label; L_q over samples or tokens.
+        gated = 1 if settings.sample_wise_averaging else len(example.encoded.ids)
+        return {"ce": label_tokens(example.encoded), "quality_loss": gated}
+
+    def save_files(folder: Path) -> None:
         if settings.peft_mode == "full_rank":
-            source = model.gate_weights() if lm_weights is None else lm_weights
-            weights = {
-                k: v.detach().cpu().contiguous() for k, v in source.items() if is_gate_parameter(k)
-            }
+            weights = {k: v.detach().cpu().contiguous() for k, v in model.gate_weights().items()}
             torch.save(
                 {"model_state_dict": weights, "tokenizer_name": tokenizer.name_or_path},
                 folder / WEIGHTS_FILE,
             )
-        elif lm_weights is None:
-            model.lm.save_pretrained(folder)
         else:
-            model.lm.save_pretrained(folder, state_dict=lm_weights)
+            model.lm.save_pretrained(folder)
 
     run_id = loop.fingerprint(
         "warmup",
@@ -139,7 +129,7 @@ def warmup(
         loop.trajectory(settings),
         [data.sort_by_length, data.shuffle],
         config.seed,
-        selector_digest(config.selector_model.path),
+        folder_digest(config.selector_model.path),
         model.mode,
     )
     last = loop.train(
@@ -148,6 +138,8 @@ def warmup(
         batch_of,
         step_loss,
         settings,
+        units=units,
+        scales={"ce": 1.0, "quality_loss": settings.quality_loss_weight},
         out=out,
         seed=config.seed,
         run_fingerprint=run_id,
