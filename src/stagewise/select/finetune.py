@@ -118,6 +118,7 @@ def finetune(
         echo=echo,
     )
     final = loop.publish(out, procs, loop.FINAL)
+    loop.finish(procs)
     echo(f"✅ finetune done: {final}")
     return FinetuneResult(out, final, len(records), last)
 

@@ -253,6 +253,13 @@ def publish(out: Path, procs: Processes, name: str, only: str | None = None) -> 
     return target
 
 
+def finish(procs: Processes) -> None:
+    """Leave torch.distributed cleanly (a process group left open can abort at exit)."""
+    if procs.world > 1 and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def silent(_text: str) -> None:
     return None
 

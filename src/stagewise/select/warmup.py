@@ -154,6 +154,7 @@ def warmup(
         result = loop.publish(out, procs, WEIGHTS_FILE, only=WEIGHTS_FILE)
     else:
         result = loop.publish(out, procs, loop.FINAL)
+    loop.finish(procs)
     echo(f"✅ warmup done: {result}")
     return WarmupResult(out, result, last)
 
