@@ -22,6 +22,8 @@ from tests.select.test_stages import (
     finetune_config,
     finetune_on_two_processes,
     score_config,
+    stop_after_two,
+    stop_at_step_5,
     warmup_config,
 )
 
@@ -125,10 +127,6 @@ def test_a_damaged_progress_file_is_recomputed(tmp_path: Path, selector_model: P
     config = score_config(tmp_path, selector_model, data, tmp_path / "s")
     whole = score(score_config(tmp_path, selector_model, data, tmp_path / "whole"), echo=QUIET)
 
-    def stop_after_two(number: int) -> None:
-        if number == 1:
-            raise Stop
-
     with pytest.raises(Stop):
         score(config, echo=QUIET, on_batch=stop_after_two)
     damaged = tmp_path / "s" / ".router_progress" / "batch-000001.pt"
@@ -167,10 +165,6 @@ def test_the_log_has_each_step_once_after_a_resume(
 ) -> None:
     data = chats(6)
     config = warmup_config(tmp_path, selector_model, data, tmp_path / "w", "training.epochs=2")
-
-    def stop_at_step_5(line: str) -> None:
-        if line.startswith("step 5/"):
-            raise Stop
 
     with pytest.raises(Stop):
         warmup(config, echo=stop_at_step_5)

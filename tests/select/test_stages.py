@@ -77,6 +77,18 @@ class Stop(Exception):
     pass
 
 
+def stop_at_step_5(line: str) -> None:
+    """An echo that stops a training stage once step 5 is done, before its checkpoint."""
+    if line.startswith("step 5/"):
+        raise Stop
+
+
+def stop_after_two(number: int) -> None:
+    """An on_batch that stops the selection stage after its second batch is saved."""
+    if number == 1:
+        raise Stop
+
+
 def test_warmup_trains_the_gates_and_saves_them_alone(
     tmp_path: Path, selector_model: Path, chats
 ) -> None:
@@ -111,10 +123,6 @@ def test_a_stopped_warmup_resumes_to_the_uninterrupted_weights(
     whole = warmup(
         warmup_config(tmp_path, selector_model, data, tmp_path / "whole", *extra), echo=QUIET
     )
-
-    def stop_at_step_5(line: str) -> None:
-        if line.startswith("step 5/"):
-            raise Stop
 
     interrupted = warmup_config(tmp_path, selector_model, data, tmp_path / "again", *extra)
     with pytest.raises(Stop):
@@ -244,10 +252,6 @@ def test_a_stopped_selection_skips_its_finished_batches(
     data = chats(6)  # 12 records, batches of 3: 4 batches
     whole = score(score_config(tmp_path, selector_model, data, tmp_path / "whole"), echo=QUIET)
     interrupted = score_config(tmp_path, selector_model, data, tmp_path / "again")
-
-    def stop_after_two(number: int) -> None:
-        if number == 1:
-            raise Stop
 
     with pytest.raises(Stop):
         score(interrupted, echo=QUIET, on_batch=stop_after_two)
